@@ -1,0 +1,65 @@
+# dbcred-operator. The two commands a user needs: `make run` and `make test`. Everything else is set-up they call.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+USE_EXISTING_CLUSTER ?= false
+KIND_CLUSTER ?= dbcred
+BENCH_N ?= 200
+
+.PHONY: help deps build control-plane prereqs test unit run env-up env-down bench clean \
+        kind-up kind-test kind-down
+
+help:
+	@echo "make run    - set up, start the local control plane + PostgreSQL, install CRDs, run the operator on an example"
+	@echo "make test   - set up and run every test (unit + integration against a real control plane and PostgreSQL)"
+	@echo "make bench  - benchmark: $(BENCH_N) credentials at once against the local environment"
+	@echo "make env-up / env-down - the local environment in the background (.dev/env, .dev/kubeconfig)"
+	@echo "USE_EXISTING_CLUSTER=true make run|test - use the current kubeconfig instead (e.g. make kind-up first)"
+
+prereqs:
+	@bash scripts/prereqs.sh
+
+# npm ci only when the lockfile changed since the last install.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+deps: prereqs node_modules/.installed
+
+build: deps
+	npx tsc -p tsconfig.json
+
+# Built once from the Go module proxy into ~/.cache/dbcred-operator (DBCRED_CACHE_DIR overrides); skipped if cached.
+control-plane:
+ifneq ($(USE_EXISTING_CLUSTER),true)
+	@bash test/cluster/build.sh >/dev/null
+endif
+
+test: build control-plane
+	@USE_EXISTING_CLUSTER=$(USE_EXISTING_CLUSTER) bash scripts/test.sh
+
+unit: build
+	npx mocha --reporter ./test/reporter.cjs 'dist/test/unit/**/*.test.js'
+
+run: build control-plane
+	@USE_EXISTING_CLUSTER=$(USE_EXISTING_CLUSTER) node dist/test/env/cli.js run
+
+env-up: build control-plane
+	@node dist/test/env/cli.js up
+
+env-down:
+	@if [ -f dist/test/env/cli.js ]; then node dist/test/env/cli.js down; fi
+
+bench: build control-plane
+	@BENCH_N=$(BENCH_N) node dist/test/bench/bench.js
+
+clean:
+	rm -rf dist .dev
+
+# For users with Docker: the same integration suite against a kind cluster. Not exercised on the project's own
+# machines (no Docker engine there).
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER)
+kind-test:
+	$(MAKE) test USE_EXISTING_CLUSTER=true
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks (and where it can, installs) what the local environment needs: node >= 20 and the PostgreSQL server
+# binaries. Go is checked by test/cluster/build.sh, and only when the control plane is not cached yet.
+set -euo pipefail
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "error: Node.js 20 or newer is needed (found: $(node --version 2>/dev/null || echo none))." >&2
+  exit 1
+fi
+have_pg() {
+  command -v initdb >/dev/null 2>&1 && return 0
+  [ -n "${PG_BIN_DIR:-}" ] && [ -x "$PG_BIN_DIR/initdb" ] && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+if ! have_pg; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "PostgreSQL server binaries not found: installing Debian's postgresql package ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "error: PostgreSQL server binaries (initdb, postgres) not found. Install them (Debian/Ubuntu:" >&2
+    echo "       sudo apt-get install postgresql; macOS: brew install postgresql@15) or set PG_BIN_DIR." >&2
+    exit 1
+  fi
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "error: running as root, but there is no 'postgres' OS user for initdb (useradd -r -m postgres)." >&2
+  exit 1
+fi

@@ -1,0 +1,54 @@
+// The local environment: a real control plane plus a throwaway PostgreSQL, started together and stopped
+// together. Used by the integration tests, `make env-up` and `make run`.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ControlPlane, REPO_ROOT, controlPlaneBinDir } from './controlplane.js';
+import { PostgresServer } from './postgres.js';
+
+export interface EnvironmentOptions {
+  /** Keep the temp directory (logs, data) after stop, for debugging. */
+  keepDir?: boolean;
+  /** CRDs installed before the controller manager starts; default the repository's crds/. */
+  crdDir?: string | null;
+}
+
+export class Environment {
+  readonly baseDir: string;
+  readonly controlPlane: ControlPlane;
+  readonly postgres: PostgresServer;
+  private stopped = false;
+
+  private constructor(private readonly opts: EnvironmentOptions) {
+    this.baseDir = mkdtempSync(path.join(os.tmpdir(), 'dbcred-env-'));
+    this.controlPlane = new ControlPlane({
+      baseDir: path.join(this.baseDir, 'k8s'),
+      binDir: controlPlaneBinDir(),
+      crdDir: opts.crdDir === null ? undefined : (opts.crdDir ?? path.join(REPO_ROOT, 'crds')),
+    });
+    this.postgres = new PostgresServer(path.join(this.baseDir, 'pg'));
+  }
+
+  static async start(opts: EnvironmentOptions = {}): Promise<Environment> {
+    const env = new Environment(opts);
+    try {
+      // Independent: start both at once.
+      await Promise.all([env.controlPlane.start(), env.postgres.init().then(() => env.postgres.start())]);
+    } catch (err) {
+      await env.stop();
+      throw err;
+    }
+    return env;
+  }
+
+  get kubeconfigPath(): string {
+    return this.controlPlane.kubeconfigPath;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.allSettled([this.controlPlane.stop(), this.postgres.stop()]);
+    if (!this.opts.keepDir) rmSync(this.baseDir, { recursive: true, force: true });
+  }
+}

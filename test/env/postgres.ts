@@ -1,0 +1,144 @@
+// A throwaway PostgreSQL server on a free loopback port. TCP logins use scram-sha-256, so a wrong password
+// really fails. Tests own their instance: they can stop and restart it without touching anything else.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { ManagedProcess, freePort, runCommand, waitFor } from './processes.js';
+
+export interface PostgresConnection {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+/** Finds a PostgreSQL server binary: PG_BIN_DIR, then PATH, then Debian's /usr/lib/postgresql/<v>/bin. */
+export function findPgBinary(name: string): string {
+  const candidates: string[] = [];
+  if (process.env.PG_BIN_DIR) candidates.push(path.join(process.env.PG_BIN_DIR, name));
+  for (const dir of (process.env.PATH ?? '').split(':')) if (dir) candidates.push(path.join(dir, name));
+  for (const v of ['17', '16', '15', '14']) candidates.push(`/usr/lib/postgresql/${v}/bin/${name}`);
+  const found = candidates.find((c) => existsSync(c));
+  if (!found) {
+    throw new Error(
+      `PostgreSQL server binary '${name}' not found (looked in PG_BIN_DIR, PATH, /usr/lib/postgresql/*/bin). ` +
+        'Install the server (Debian: apt-get install postgresql) or set PG_BIN_DIR.',
+    );
+  }
+  return found;
+}
+
+/** uid/gid of the postgres OS user when we run as root (initdb and postgres refuse to run as root). */
+function serverIdentity(): { uid?: number; gid?: number } {
+  if (process.getuid?.() !== 0) return {};
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    return { uid, gid };
+  } catch {
+    throw new Error("running as root, but there is no 'postgres' OS user to run PostgreSQL as (useradd -r postgres)");
+  }
+}
+
+/** Adds o+x to dir and its ancestors that we own, so another OS user can reach a path below them. */
+function allowTraversal(dir: string): void {
+  for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
+    const st = statSync(d);
+    if (st.uid === process.getuid?.() && (st.mode & 0o001) === 0) chmodSync(d, (st.mode & 0o777) | 0o011);
+  }
+}
+
+export class PostgresServer {
+  readonly superuser = 'postgres';
+  readonly password = randomBytes(18).toString('base64url');
+  readonly database = 'postgres';
+  port = 0;
+  private process: ManagedProcess | undefined;
+  private readonly dataDir: string;
+  private readonly socketDir: string;
+  private readonly identity = serverIdentity();
+
+  constructor(private readonly baseDir: string) {
+    this.dataDir = path.join(baseDir, 'data');
+    this.socketDir = path.join(baseDir, 'socket');
+  }
+
+  get connection(): PostgresConnection {
+    return { host: '127.0.0.1', port: this.port, user: this.superuser, password: this.password, database: this.database };
+  }
+
+  get logFile(): string {
+    return path.join(this.baseDir, 'postgres.log');
+  }
+
+  async init(): Promise<void> {
+    mkdirSync(this.baseDir, { recursive: true });
+    mkdirSync(this.socketDir, { recursive: true });
+    const pwfile = path.join(this.baseDir, 'pwfile');
+    writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
+    if (this.identity.uid !== undefined && this.identity.gid !== undefined) {
+      // The postgres user must own its directories and be able to reach them (mkdtemp makes 0700 parents).
+      allowTraversal(path.dirname(this.baseDir));
+      for (const p of [this.baseDir, this.socketDir, pwfile]) chownSync(p, this.identity.uid, this.identity.gid);
+    }
+    await runCommand(
+      findPgBinary('initdb'),
+      ['-D', this.dataDir, '-U', this.superuser, '--pwfile', pwfile, '--auth-host=scram-sha-256',
+        '--auth-local=trust', '-E', 'UTF8', '--no-sync', '--locale=C'],
+      { ...this.identity, cwd: this.baseDir },
+    );
+    // Only loopback TCP with scram; the socket in our private directory stays trusted for the test harness.
+    writeFileSync(
+      path.join(this.dataDir, 'pg_hba.conf'),
+      ['local all all trust', 'host all all 127.0.0.1/32 scram-sha-256', 'host all all ::1/128 scram-sha-256', ''].join('\n'),
+    );
+    if (this.identity.uid !== undefined && this.identity.gid !== undefined) {
+      chownSync(path.join(this.dataDir, 'pg_hba.conf'), this.identity.uid, this.identity.gid);
+    }
+    this.port = await freePort();
+  }
+
+  async start(): Promise<void> {
+    if (this.process?.running) return;
+    this.process = new ManagedProcess({
+      name: 'postgres',
+      command: findPgBinary('postgres'),
+      args: ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1',
+        '-c', `unix_socket_directories=${this.socketDir}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off',
+        '-c', 'full_page_writes=off', '-c', 'max_connections=200', '-c', 'password_encryption=scram-sha-256'],
+      logFile: this.logFile,
+      ...this.identity,
+    });
+    this.process.start();
+    const proc = this.process;
+    await waitFor('PostgreSQL to accept logins', () => this.canLogin(), {
+      timeoutMs: 30_000,
+      failFast: () => (proc.running ? undefined : `postgres exited; see ${this.logFile}`),
+    });
+  }
+
+  /** Fast shutdown (SIGINT): open sessions are cut, as in a crash of the network path. */
+  async stop(): Promise<void> {
+    await this.process?.stop('SIGINT', 15_000);
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  private async canLogin(): Promise<boolean> {
+    const client = new pg.Client({ ...this.connection, connectionTimeoutMillis: 2000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return true;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,105 @@
+// What every integration test stands on: one real environment per mocha run (control plane + PostgreSQL), or,
+// with USE_EXISTING_CLUSTER=true, the cluster of the current kubeconfig plus a PostgreSQL the tests start.
+// Stopped by the root after-hook below, also when tests fail.
+import * as k8s from '@kubernetes/client-node';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { REPO_ROOT } from '../env/controlplane.js';
+import { Environment } from '../env/environment.js';
+import { PostgresServer, type PostgresConnection } from '../env/postgres.js';
+import { runCommand, waitFor } from '../env/processes.js';
+
+export interface TestEnv {
+  kubeconfigPath: string;
+  kc: k8s.KubeConfig;
+  core: k8s.CoreV1Api;
+  apps: k8s.AppsV1Api;
+  custom: k8s.CustomObjectsApi;
+  postgres: PostgresServer;
+  kubectl(args: string[], input?: string): Promise<string>;
+}
+
+let shared: Promise<TestEnv> | undefined;
+const cleanups: Array<() => Promise<void>> = [];
+
+async function startTestEnv(): Promise<TestEnv> {
+  let kubeconfigPath: string;
+  let kubectlBin: string;
+  let postgres: PostgresServer;
+  if (process.env.USE_EXISTING_CLUSTER === 'true') {
+    kubeconfigPath = process.env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
+    kubectlBin = 'kubectl';
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dbcred-test-pg-'));
+    postgres = new PostgresServer(dir);
+    await postgres.init();
+    await postgres.start();
+    cleanups.push(async () => {
+      await postgres.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const crds = path.join(REPO_ROOT, 'crds');
+    await runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, 'apply', '--server-side', '--force-conflicts', '-f', crds]);
+    await runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, 'wait', '--for', 'condition=Established', '-f', crds]);
+  } else {
+    const env = await Environment.start({ keepDir: process.env.KEEP_ENV === 'true' });
+    cleanups.push(() => env.stop());
+    kubeconfigPath = env.kubeconfigPath;
+    kubectlBin = env.controlPlane.bin('kubectl');
+    postgres = env.postgres;
+  }
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(kubeconfigPath);
+  return {
+    kubeconfigPath,
+    kc,
+    core: kc.makeApiClient(k8s.CoreV1Api),
+    apps: kc.makeApiClient(k8s.AppsV1Api),
+    custom: kc.makeApiClient(k8s.CustomObjectsApi),
+    postgres,
+    kubectl: (args, input) => runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, ...args], { input }),
+  };
+}
+
+/** The run's environment, started on first use. */
+export function testEnv(): Promise<TestEnv> {
+  shared ??= startTestEnv();
+  return shared;
+}
+
+export async function stopTestEnv(): Promise<void> {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+}
+
+let nsCounter = 0;
+/** A fresh namespace per test suite, so suites never see each other's objects. */
+export async function createNamespace(env: TestEnv, prefix: string): Promise<string> {
+  const name = `${prefix}-${process.pid}-${++nsCounter}-${Math.random().toString(36).slice(2, 6)}`;
+  await env.core.createNamespace({ body: { metadata: { name } } });
+  return name;
+}
+
+/** Logs in over TCP with exactly these credentials and runs one query. */
+export async function queryAs(conn: PostgresConnection, sql: string): Promise<pg.QueryResult> {
+  const client = new pg.Client({ ...conn, connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await client.query(sql);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** The SQLSTATE (or network code) that a login with conn fails with, or undefined when it succeeds. */
+export async function loginError(conn: PostgresConnection): Promise<string | undefined> {
+  try {
+    await queryAs(conn, 'SELECT 1');
+    return undefined;
+  } catch (err) {
+    return (err as { code?: string }).code ?? (err instanceof Error ? err.message : String(err));
+  }
+}
+
+export { waitFor };
