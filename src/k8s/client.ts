@@ -1,0 +1,173 @@
+// The operator's only door to the API server: typed calls for our kinds, the Secrets we own, Events and the
+// workloads we restart. Every call is counted (for /metrics and the benchmark). Errors are ApiException from
+// client-node: use apiErrorMessage() to log them, never the error itself (its message carries the body).
+import * as k8s from '@kubernetes/client-node';
+import { API_VERSION, GROUP, KINDS, VERSION, type AnyResource } from '../api/types.js';
+import { redactText } from '../logger.js';
+
+export type KindKey = keyof typeof KINDS;
+
+const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+
+export function apiErrorCode(err: unknown): number | undefined {
+  if (err instanceof k8s.ApiException) return err.code;
+  const code = (err as { code?: unknown; statusCode?: unknown } | null)?.statusCode ?? (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+export const isNotFound = (err: unknown): boolean => apiErrorCode(err) === 404;
+export const isConflict = (err: unknown): boolean => apiErrorCode(err) === 409;
+export const isAlreadyExists = isConflict;
+
+/** One line that says what the API server answered, without the headers or the object it may echo. */
+export function apiErrorMessage(err: unknown): string {
+  if (err instanceof k8s.ApiException) {
+    let reason = '';
+    try {
+      const body: unknown = typeof err.body === 'string' ? JSON.parse(err.body) : err.body;
+      const status = body as { message?: string; reason?: string };
+      reason = status.message ?? status.reason ?? '';
+    } catch {
+      reason = '';
+    }
+    return redactText(`API ${err.code}${reason ? `: ${reason}` : ''}`);
+  }
+  return redactText(err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err));
+}
+
+export interface ListResult<T> {
+  items: T[];
+  resourceVersion: string;
+}
+
+export class KubeClient {
+  readonly kc: k8s.KubeConfig;
+  readonly core: k8s.CoreV1Api;
+  readonly apps: k8s.AppsV1Api;
+  readonly custom: k8s.CustomObjectsApi;
+  readonly coordination: k8s.CoordinationV1Api;
+  /** API requests made, by verb (watches included). */
+  readonly requestCounts = new Map<string, number>();
+
+  constructor(kc: k8s.KubeConfig) {
+    this.kc = kc;
+    this.core = kc.makeApiClient(k8s.CoreV1Api);
+    this.apps = kc.makeApiClient(k8s.AppsV1Api);
+    this.custom = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.coordination = kc.makeApiClient(k8s.CoordinationV1Api);
+  }
+
+  static fromDefault(): KubeClient {
+    const kc = new k8s.KubeConfig();
+    kc.loadFromDefault(); // KUBECONFIG, ~/.kube/config, or in-cluster
+    return new KubeClient(kc);
+  }
+
+  count(verb: string): void {
+    this.requestCounts.set(verb, (this.requestCounts.get(verb) ?? 0) + 1);
+  }
+
+  get totalRequests(): number {
+    let n = 0;
+    for (const v of this.requestCounts.values()) n += v;
+    return n;
+  }
+
+  // ---- our kinds ----
+
+  async getResource<T extends AnyResource>(kind: KindKey, namespace: string, name: string): Promise<T | undefined> {
+    this.count('get');
+    try {
+      return (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name })) as T;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async listResources<T extends AnyResource>(kind: KindKey, namespace = ''): Promise<ListResult<T>> {
+    this.count('list');
+    const plural = KINDS[kind].plural;
+    const list = (namespace
+      ? await this.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural })
+      : await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as {
+      items: T[];
+      metadata: { resourceVersion: string };
+    };
+    return { items: list.items, resourceVersion: list.metadata.resourceVersion };
+  }
+
+  /** Merge-patches metadata (finalizers, annotations); resourceVersion makes it an optimistic-lock update. */
+  async patchMetadata<T extends AnyResource>(kind: KindKey, namespace: string, name: string, metadata: Record<string, unknown>): Promise<T> {
+    this.count('patch');
+    return (await this.custom.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body: { metadata } },
+      mergePatch,
+    )) as T;
+  }
+
+  /** Writes status through the /status subresource (merge patch; null deletes a field). */
+  async patchStatus<T extends AnyResource>(kind: KindKey, namespace: string, name: string, status: object, resourceVersion?: string): Promise<T> {
+    this.count('patch');
+    const body: Record<string, unknown> = { status };
+    if (resourceVersion) body.metadata = { resourceVersion };
+    return (await this.custom.patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body },
+      mergePatch,
+    )) as T;
+  }
+
+  resourcePath(kind: KindKey, namespace: string): string {
+    const base = `/apis/${API_VERSION}`;
+    return namespace ? `${base}/namespaces/${namespace}/${KINDS[kind].plural}` : `${base}/${KINDS[kind].plural}`;
+  }
+
+  // ---- Secrets ----
+
+  async getSecret(namespace: string, name: string): Promise<k8s.V1Secret | undefined> {
+    this.count('get');
+    try {
+      return await this.core.readNamespacedSecret({ namespace, name });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async createSecret(namespace: string, secret: k8s.V1Secret): Promise<k8s.V1Secret> {
+    this.count('create');
+    return this.core.createNamespacedSecret({ namespace, body: secret });
+  }
+
+  /** Full replace with the resourceVersion it was read at: a concurrent change fails with 409 instead of being lost. */
+  async replaceSecret(namespace: string, secret: k8s.V1Secret): Promise<k8s.V1Secret> {
+    this.count('update');
+    return this.core.replaceNamespacedSecret({ namespace, name: secret.metadata?.name ?? '', body: secret });
+  }
+
+  async deleteSecret(namespace: string, name: string, uid?: string): Promise<void> {
+    this.count('delete');
+    try {
+      await this.core.deleteNamespacedSecret({ namespace, name, body: uid ? { preconditions: { uid } } : undefined });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  // ---- Events and workloads ----
+
+  async createEvent(namespace: string, event: k8s.CoreV1Event): Promise<void> {
+    this.count('create');
+    await this.core.createNamespacedEvent({ namespace, body: event });
+  }
+
+  /** Sets a pod-template annotation, which makes the workload controller roll out new pods. */
+  async annotatePodTemplate(kind: 'Deployment' | 'StatefulSet' | 'DaemonSet', namespace: string, name: string, annotations: Record<string, string>): Promise<void> {
+    this.count('patch');
+    const body = { spec: { template: { metadata: { annotations } } } };
+    const opts = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.StrategicMergePatch);
+    if (kind === 'Deployment') await this.apps.patchNamespacedDeployment({ namespace, name, body }, opts);
+    else if (kind === 'StatefulSet') await this.apps.patchNamespacedStatefulSet({ namespace, name, body }, opts);
+    else await this.apps.patchNamespacedDaemonSet({ namespace, name, body }, opts);
+  }
+}

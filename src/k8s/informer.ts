@@ -1,0 +1,188 @@
+// A list-watch cache that does not give up. client-node's informer stops for good on any error but 410 and
+// never notices a silent watch, so this one: relists on 410 Gone, re-watches with backoff on any error, aborts a
+// watch that has been silent for too long (watchdog), and replays every cached key periodically (resync).
+// Handlers only enqueue keys; an exception in one is caught and logged.
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from '../logger.js';
+import type { KubeClient, ListResult } from './client.js';
+import { apiErrorMessage } from './client.js';
+
+export interface Meta {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+export type InformerEvent = 'ADDED' | 'MODIFIED' | 'DELETED' | 'RESYNC';
+export type InformerHandler<T> = (obj: T, event: InformerEvent) => void;
+
+export interface InformerOptions<T> {
+  name: string;
+  client: KubeClient;
+  /** API path of the collection, e.g. /api/v1/secrets or /apis/dbcred.dev/v1alpha1/databaseroles */
+  path: string;
+  list: () => Promise<ListResult<T>>;
+  labelSelector?: string;
+  fieldSelector?: string;
+  resyncPeriodMs: number;
+  logger: Logger;
+  /** A watch with no event (bookmarks included) for this long is restarted. */
+  watchdogMs?: number;
+}
+
+export function objectKey(obj: Meta): string {
+  return `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+}
+
+const WATCH_TIMEOUT_S = 290;
+const MAX_BACKOFF_MS = 30_000;
+
+export class ResilientInformer<T extends Meta> {
+  private readonly store = new Map<string, T>();
+  private readonly handlers: InformerHandler<T>[] = [];
+  private resourceVersion = '';
+  private stopped = false;
+  private abort: AbortController | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private syncedResolve: (() => void) | undefined;
+  private readonly synced = new Promise<void>((r) => (this.syncedResolve = r));
+  private readonly watchdogMs: number;
+
+  constructor(private readonly opts: InformerOptions<T>) {
+    this.watchdogMs = opts.watchdogMs ?? (WATCH_TIMEOUT_S + 60) * 1000;
+  }
+
+  on(handler: InformerHandler<T>): void {
+    this.handlers.push(handler);
+  }
+
+  get(key: string): T | undefined {
+    return this.store.get(key);
+  }
+
+  list(): T[] {
+    return [...this.store.values()];
+  }
+
+  /** Starts the loop; resolves once the first list has filled the cache. */
+  async start(): Promise<void> {
+    void this.run();
+    this.resyncTimer = setInterval(() => this.resync(), this.opts.resyncPeriodMs);
+    this.resyncTimer.unref();
+    await this.synced;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.abort?.abort();
+  }
+
+  private emit(obj: T, event: InformerEvent): void {
+    for (const h of this.handlers) {
+      try {
+        h(obj, event);
+      } catch (err) {
+        this.opts.logger.error('informer handler failed', { informer: this.opts.name, error: apiErrorMessage(err) });
+      }
+    }
+  }
+
+  private resync(): void {
+    for (const obj of this.store.values()) this.emit(obj, 'RESYNC');
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 500;
+    while (!this.stopped) {
+      try {
+        if (!this.resourceVersion) await this.relist();
+        await this.watchOnce();
+        backoff = 500;
+      } catch (err) {
+        if (this.stopped) break;
+        this.opts.logger.warn('watch failed; retrying', { informer: this.opts.name, backoffMs: backoff, error: apiErrorMessage(err) });
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async relist(): Promise<void> {
+    const { items, resourceVersion } = await this.opts.list();
+    const seen = new Set<string>();
+    for (const item of items) {
+      const key = objectKey(item);
+      seen.add(key);
+      const old = this.store.get(key);
+      this.store.set(key, item);
+      if (!old) this.emit(item, 'ADDED');
+      else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.emit(item, 'MODIFIED');
+    }
+    for (const [key, old] of this.store) {
+      if (!seen.has(key)) {
+        this.store.delete(key);
+        this.emit(old, 'DELETED');
+      }
+    }
+    this.resourceVersion = resourceVersion;
+    this.syncedResolve?.();
+  }
+
+  private watchOnce(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let lastEvent = Date.now();
+      const watchdog = setInterval(() => {
+        if (Date.now() - lastEvent > this.watchdogMs) {
+          this.opts.logger.warn('watch silent too long; restarting', { informer: this.opts.name });
+          this.abort?.abort();
+        }
+      }, Math.min(this.watchdogMs, 30_000));
+      watchdog.unref();
+      const finish = (err?: unknown) => {
+        clearInterval(watchdog);
+        // An abort is ours (stop, 410, watchdog): not a failure to back off from.
+        if (err && !this.stopped && !this.abort?.signal.aborted) reject(err);
+        else resolve();
+      };
+      this.abort = undefined;
+      this.opts.client.count('watch');
+      new k8s.Watch(this.opts.client.kc)
+        .watch(
+          this.opts.path,
+          {
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            timeoutSeconds: WATCH_TIMEOUT_S,
+            labelSelector: this.opts.labelSelector,
+            fieldSelector: this.opts.fieldSelector,
+          },
+          (type: string, obj: T & { code?: number }) => {
+            lastEvent = Date.now();
+            this.handleEvent(type, obj);
+          },
+          (err: unknown) => finish(err ?? undefined),
+        )
+        .then((ac) => (this.abort = ac))
+        .catch(finish);
+    });
+  }
+
+  private handleEvent(type: string, obj: T & { code?: number }): void {
+    if (type === 'ERROR') {
+      // 410 Gone: our resourceVersion is too old; relist. Other errors: re-watch from where we are.
+      if (obj.code === 410) this.resourceVersion = '';
+      this.abort?.abort();
+      return;
+    }
+    const rv = obj.metadata?.resourceVersion;
+    if (rv) this.resourceVersion = rv;
+    if (type === 'BOOKMARK') return;
+    const key = objectKey(obj);
+    if (type === 'DELETED') {
+      this.store.delete(key);
+      this.emit(obj, 'DELETED');
+    } else if (type === 'ADDED' || type === 'MODIFIED') {
+      this.store.set(key, obj);
+      this.emit(obj, type);
+    }
+  }
+}

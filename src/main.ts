@@ -1,0 +1,173 @@
+// Wiring only: settings, clients, caches, controllers, health endpoint, orphan sweep, shutdown.
+import type * as k8s from '@kubernetes/client-node';
+import http from 'node:http';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type AnyResource, type DatabaseConfig, type DatabaseCredential, type DatabaseRole } from './api/types.js';
+import { ConfigError, loadConfig } from './config.js';
+import { realClock } from './controller/clock.js';
+import { Controller } from './controller/controller.js';
+import { KubeClient, apiErrorMessage, type KindKey } from './k8s/client.js';
+import { EventRecorder } from './k8s/events.js';
+import { ResilientInformer, objectKey } from './k8s/informer.js';
+import { RootSecretWatches } from './k8s/rootSecrets.js';
+import { createLogger } from './logger.js';
+import { PoolRegistry } from './postgres/pool.js';
+import { keyOf, type OperatorContext } from './reconcilers/context.js';
+import { DatabaseConfigReconciler } from './reconcilers/databaseconfig.js';
+import { DatabaseCredentialReconciler } from './reconcilers/databasecredential.js';
+import { DatabaseRoleReconciler } from './reconcilers/databaserole.js';
+import { OrphanSweeper } from './reconcilers/orphans.js';
+
+async function main(): Promise<void> {
+  let settings;
+  try {
+    settings = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`invalid setting: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(settings.logLevel);
+  const client = KubeClient.fromDefault();
+  const ns = settings.watchNamespace;
+
+  const crInformer = <T extends AnyResource>(kind: KindKey) =>
+    new ResilientInformer<T>({
+      name: kind,
+      client,
+      path: client.resourcePath(kind, ns),
+      list: () => client.listResources<T>(kind, ns),
+      resyncPeriodMs: settings.resyncPeriodMs,
+      logger,
+    });
+  const informers = {
+    configs: crInformer<DatabaseConfig>('config'),
+    roles: crInformer<DatabaseRole>('role'),
+    credentials: crInformer<DatabaseCredential>('credential'),
+    // Only the Secrets we own (by label): never a cache of every Secret in the cluster.
+    ownedSecrets: new ResilientInformer<k8s.V1Secret>({
+      name: 'secrets',
+      client,
+      path: ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
+      labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
+      list: async () => {
+        client.count('list');
+        const labelSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+        const list = ns
+          ? await client.core.listNamespacedSecret({ namespace: ns, labelSelector })
+          : await client.core.listSecretForAllNamespaces({ labelSelector });
+        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '' };
+      },
+      resyncPeriodMs: settings.resyncPeriodMs,
+      logger,
+    }),
+  };
+
+  // Controllers are created before the context so that watches can enqueue into them.
+  let configCtl: Controller | undefined;
+  const rootSecrets = new RootSecretWatches(client, logger, settings.resyncPeriodMs, (configKeys) => {
+    for (const k of configKeys) configCtl?.enqueue(k);
+  });
+  const ctx: OperatorContext = {
+    client,
+    logger,
+    clock: realClock,
+    events: new EventRecorder(client, logger),
+    pools: new PoolRegistry(logger),
+    informers,
+    rootSecrets,
+  };
+  const configs = new DatabaseConfigReconciler(ctx);
+  const roles = new DatabaseRoleReconciler(ctx);
+  const credentials = new DatabaseCredentialReconciler(ctx);
+  configCtl = new Controller({ name: 'databaseconfig', logger, workers: 2, reconcile: (k) => configs.reconcile(k) });
+  const roleCtl = new Controller({ name: 'databaserole', logger, workers: 2, reconcile: (k) => roles.reconcile(k) });
+  const credCtl = new Controller({ name: 'databasecredential', logger, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
+
+  // Event → key mapping. Handlers only enqueue.
+  const credentialsOfRole = (roleKey: string) =>
+    informers.credentials.list().filter((c) => keyOf(c.spec.roleRef.namespace ?? c.metadata.namespace, c.spec.roleRef.name) === roleKey);
+  const rolesOfConfig = (configKey: string) =>
+    informers.roles.list().filter((r) => keyOf(r.metadata.namespace, r.spec.configRef.name) === configKey);
+  informers.configs.on((obj, event) => {
+    const key = objectKey(obj);
+    configCtl?.enqueue(key);
+    if (event === 'RESYNC') return;
+    for (const role of rolesOfConfig(key)) {
+      roleCtl.enqueue(objectKey(role));
+      for (const c of credentialsOfRole(objectKey(role))) credCtl.enqueue(objectKey(c));
+    }
+  });
+  informers.roles.on((obj, event) => {
+    const key = objectKey(obj);
+    roleCtl.enqueue(key);
+    if (event === 'RESYNC') return;
+    for (const c of credentialsOfRole(key)) credCtl.enqueue(objectKey(c));
+  });
+  informers.credentials.on((obj) => {
+    credCtl.enqueue(objectKey(obj));
+    // The role's activeCredentials count: collapse bursts into one role reconcile a second later.
+    roleCtl.enqueueAfter(keyOf(obj.spec.roleRef.namespace ?? obj.metadata.namespace, obj.spec.roleRef.name), 1000);
+  });
+  informers.ownedSecrets.on((secret, event) => {
+    if (event === 'RESYNC') return;
+    const owner = secret.metadata?.ownerReferences?.find((o) => o.controller && o.kind === 'DatabaseCredential');
+    if (owner && secret.metadata?.namespace) credCtl.enqueue(keyOf(secret.metadata.namespace, owner.name));
+  });
+
+  const sweeper = new OrphanSweeper(ctx, settings.orphanSweepPeriodMs);
+
+  // Health: alive while the event loop turns; ready once the caches are filled.
+  let ready = false;
+  const server = settings.healthPort
+    ? http
+        .createServer((req, res) => {
+          if (req.url === '/healthz') return void res.writeHead(200).end('ok');
+          if (req.url === '/readyz') return void res.writeHead(ready ? 200 : 503).end(ready ? 'ok' : 'not ready');
+          if (req.url === '/metrics') {
+            const lines = [...client.requestCounts].map(([verb, n]) => `dbcred_api_requests_total{verb="${verb}"} ${n}`);
+            return void res.writeHead(200, { 'Content-Type': 'text/plain' }).end(`${lines.join('\n')}\n`);
+          }
+          res.writeHead(404).end();
+        })
+        .listen(settings.healthPort)
+    : undefined;
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('shutting down', { signal });
+    sweeper.stop();
+    for (const inf of Object.values(informers)) inf.stop();
+    rootSecrets.stopAll();
+    await Promise.allSettled([configCtl?.stop(), roleCtl.stop(), credCtl.stop()]);
+    await ctx.pools.closeAll();
+    server?.close();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: apiErrorMessage(reason) }));
+
+  logger.info('starting', { watchNamespace: ns || '(all)', workers: settings.workers });
+  // Controllers first (they wait for keys), then caches: every cached object is enqueued once as it is listed.
+  configCtl.start();
+  roleCtl.start();
+  credCtl.start();
+  await Promise.all(Object.values(informers).map((inf) => inf.start()));
+  ready = true;
+  sweeper.start();
+  logger.info('caches synced; operator ready', {
+    configs: informers.configs.list().length,
+    roles: informers.roles.list().length,
+    credentials: informers.credentials.list().length,
+  });
+}
+
+main().catch((err: unknown) => {
+  console.error(JSON.stringify({ level: 'error', message: 'operator failed to start', error: apiErrorMessage(err) }));
+  process.exit(1);
+});

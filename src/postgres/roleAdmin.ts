@@ -1,0 +1,234 @@
+// The narrow interface to PostgreSQL: issue, renew, revoke and find roles. Statement text comes from the pure
+// builders in statements.ts; this file only decides transactions, locking, retries and error outcomes.
+import pg from 'pg';
+import { classifyPgError, safeErrorMessage, type PgErrorKind } from './errors.js';
+import {
+  buildOwnedObjectsCleanup,
+  buildRevocation,
+  commentOnRole,
+  databasesWithDependenciesQuery,
+  defaultRenewStatements,
+  parseRoleComment,
+  renderStatements,
+  type RoleMarker,
+} from './statements.js';
+
+/** Serialises role DDL per database: concurrent GRANTs otherwise fail with "tuple concurrently updated". */
+const DDL_LOCK_KEY = 0x64626372; // "dbcr"
+const TRANSIENT_RETRIES = 3;
+
+export class RoleAdminError extends Error {
+  constructor(
+    message: string,
+    readonly kind: PgErrorKind,
+  ) {
+    super(message);
+  }
+}
+
+export interface IssueRequest {
+  username: string;
+  /** What goes into {{password}}: the plaintext, or a SCRAM verifier in scram mode. */
+  passwordForSQL: string;
+  expiration: Date;
+  creationStatements: string[];
+  rollbackStatements?: string[];
+  marker: RoleMarker;
+}
+
+export interface ServerInfo {
+  version: string;
+  currentUser: string;
+  canCreateRoles: boolean;
+}
+
+export interface MarkedRole {
+  username: string;
+  marker: RoleMarker;
+}
+
+function wrap(err: unknown, what: string, knownSecrets: readonly string[] = []): RoleAdminError {
+  return new RoleAdminError(`${what}: ${safeErrorMessage(err, knownSecrets)}`, classifyPgError(err));
+}
+
+async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= TRANSIENT_RETRIES || classifyPgError(err) !== 'transient') throw err;
+      await new Promise((r) => setTimeout(r, 50 * attempt * attempt));
+    }
+  }
+}
+
+async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export class RoleAdmin {
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Connection settings for one-off clients to other databases (REASSIGN/DROP OWNED are per database). */
+    private readonly connect: (database: string) => pg.ClientConfig,
+  ) {}
+
+  async serverInfo(): Promise<ServerInfo> {
+    try {
+      const res = await this.pool.query<{ version: string; current_user: string; rolsuper: boolean; rolcreaterole: boolean }>(
+        `SELECT current_setting('server_version') AS version, current_user, r.rolsuper, r.rolcreaterole
+           FROM pg_roles r WHERE r.rolname = current_user`,
+      );
+      const row = res.rows[0];
+      if (!row) throw new RoleAdminError('current user not found in pg_roles', 'unknown');
+      return { version: row.version, currentUser: row.current_user, canCreateRoles: row.rolsuper || row.rolcreaterole };
+    } catch (err) {
+      if (err instanceof RoleAdminError) throw err;
+      throw wrap(err, 'connecting');
+    }
+  }
+
+  /** Creates the role in one transaction together with its ownership marker. */
+  async issueRole(req: IssueRequest): Promise<void> {
+    const sql = renderStatements(req.creationStatements, {
+      name: req.username,
+      password: req.passwordForSQL,
+      expiration: req.expiration,
+    });
+    try {
+      await withRetry(() =>
+        inTransaction(this.pool, async (client) => {
+          for (const statement of sql) await client.query(statement);
+          await client.query(commentOnRole(req.username, req.marker));
+        }),
+      );
+    } catch (err) {
+      if (req.rollbackStatements?.length) {
+        // Creation ran in one transaction, so it left nothing; rollback statements are for what a role's SQL
+        // does outside it (e.g. dblink). Best effort: the creation error is the one to report.
+        await this.runStatements(req.rollbackStatements, req.username, req.expiration).catch(() => undefined);
+      }
+      throw wrap(err, 'creating role', [req.passwordForSQL]);
+    }
+  }
+
+  /** Runs statements in a transaction that is rolled back: proves they parse and run, changes nothing. */
+  async dryRun(statements: string[], sample: { name: string; password: string; expiration: Date }): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      for (const statement of renderStatements(statements, sample)) await client.query(statement);
+    } catch (err) {
+      throw wrap(err, 'checking statements', [sample.password]);
+    } finally {
+      await client.query('ROLLBACK').catch(() => undefined);
+      client.release();
+    }
+  }
+
+  async renewRole(username: string, expiration: Date, renewStatements?: string[]): Promise<void> {
+    try {
+      await this.runStatements(renewStatements?.length ? renewStatements : defaultRenewStatements, username, expiration);
+    } catch (err) {
+      throw wrap(err, 'renewing role');
+    }
+  }
+
+  async roleExists(username: string): Promise<boolean> {
+    try {
+      const res = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [username]);
+      return res.rowCount === 1;
+    } catch (err) {
+      throw wrap(err, 'looking up role');
+    }
+  }
+
+  /**
+   * Revokes a role so that it can log in nowhere and owns nothing. With the role's own statements, runs those;
+   * otherwise: NOLOGIN, terminate its sessions, REASSIGN OWNED + DROP OWNED in every database it has objects or
+   * privileges in, DROP ROLE. Idempotent: a role that is already gone is success.
+   */
+  async revokeRole(username: string, revocationStatements?: string[]): Promise<void> {
+    try {
+      if (revocationStatements?.length) {
+        await this.runStatements(revocationStatements, username, new Date());
+        return;
+      }
+      if (!(await this.roleExists(username))) return;
+      const admin = (await this.pool.query<{ u: string; db: string }>('SELECT current_user AS u, current_database() AS db')).rows[0];
+      if (!admin) throw new RoleAdminError('cannot read current user', 'unknown');
+      // buildRevocation: [NOLOGIN, terminate sessions, owned-objects cleanup (this database), DROP ROLE].
+      const [noLogin, terminate, , dropRole] = buildRevocation(username, admin.u);
+      for (const statement of [noLogin, terminate]) if (statement) await this.pool.query(statement);
+      const cleanup = buildOwnedObjectsCleanup(username, admin.u);
+      for (const db of await this.databasesWithDependencies(username, admin.db)) {
+        await this.inDatabase(db, admin.db, (q) => q(cleanup));
+      }
+      if (dropRole) await withRetry(() => inTransaction(this.pool, (client) => client.query(dropRole)));
+    } catch (err) {
+      if (err instanceof RoleAdminError) throw err;
+      if (classifyPgError(err) === 'gone') return;
+      throw wrap(err, 'revoking role');
+    }
+  }
+
+  /** Roles this operator created (marked with COMMENT ON ROLE), for the orphan sweep. */
+  async listMarkedRoles(): Promise<MarkedRole[]> {
+    try {
+      const res = await this.pool.query<{ rolname: string; description: string }>(
+        `SELECT r.rolname, d.description FROM pg_roles r
+           JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass`,
+      );
+      const out: MarkedRole[] = [];
+      for (const row of res.rows) {
+        const marker = parseRoleComment(row.description);
+        if (marker) out.push({ username: row.rolname, marker });
+      }
+      return out;
+    } catch (err) {
+      throw wrap(err, 'listing roles');
+    }
+  }
+
+  /** The current database plus every other one where the role owns objects or holds privileges. */
+  private async databasesWithDependencies(username: string, current: string): Promise<string[]> {
+    const res = await this.pool.query<{ datname: string }>(databasesWithDependenciesQuery(username));
+    return [current, ...res.rows.map((r) => r.datname).filter((d) => d !== current)];
+  }
+
+  private async inDatabase(db: string, current: string, fn: (q: (sql: string) => Promise<unknown>) => Promise<unknown>): Promise<void> {
+    if (db === current) {
+      await withRetry(() => inTransaction(this.pool, (client) => fn((sql) => client.query(sql))));
+      return;
+    }
+    const client = new pg.Client(this.connect(db));
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      await fn((sql) => client.query(sql));
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  private async runStatements(statements: readonly string[], username: string, expiration: Date): Promise<void> {
+    const sql = renderStatements(statements, { name: username, expiration });
+    await withRetry(() =>
+      inTransaction(this.pool, async (client) => {
+        for (const statement of sql) await client.query(statement);
+      }),
+    );
+  }
+}

@@ -1,0 +1,350 @@
+// Pure builders of the SQL the operator runs: the DatabaseRole's statements with their placeholders filled, the
+// built-in revocation, and the COMMENT that marks a role as ours. Role DDL cannot take bind parameters, so every
+// value is quoted here, for the exact place it stands in.
+//
+// Assumes standard_conforming_strings=on (PostgreSQL's default since 9.1; the pool should set it per connection):
+// a backslash in '…' is then an ordinary character. In E'…' and U&'…' it is an escape and is doubled.
+
+import { splitPlaceholders } from './usernameTemplate.js';
+
+export class StatementTemplateError extends Error {
+  override name = 'StatementTemplateError';
+}
+
+export type StatementPlaceholder = 'name' | 'password' | 'expiration';
+
+const PLACEHOLDER_ALIASES: ReadonlyMap<string, StatementPlaceholder> = new Map([
+  ['name', 'name'],
+  ['username', 'name'],
+  ['password', 'password'],
+  ['expiration', 'expiration'],
+]);
+
+export interface StatementValues {
+  name: string;
+  /** The plaintext, or a SCRAM verifier in scram-sha-256 mode. */
+  password?: string;
+  expiration?: Date;
+}
+
+export const defaultRenewStatements: readonly string[] = [`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';`];
+
+// ---------------------------------------------------------------------------------------------------------------
+// Lexing just enough SQL to know what quotes a placeholder stands in.
+
+type QuotedContext = 'single' | 'escape-single' | 'unicode-single' | 'double' | 'unicode-double';
+type Context = 'code' | 'comment' | 'dollar' | QuotedContext;
+
+interface SqlSegment {
+  context: Context;
+  open: string;
+  body: string;
+  close: string;
+}
+
+const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
+
+function isIdentifierChar(c: string | undefined): boolean {
+  return c !== undefined && /[A-Za-z0-9_$\u0080-\uffff]/.test(c);
+}
+
+/** Splits SQL into code, comments, quoted strings/identifiers and dollar-quoted bodies. */
+function scanSql(sql: string): SqlSegment[] {
+  const segments: SqlSegment[] = [];
+  let codeStart = 0;
+  let i = 0;
+  const push = (segment: SqlSegment, end: number): void => {
+    if (i > codeStart) segments.push({ context: 'code', open: '', body: sql.slice(codeStart, i), close: '' });
+    segments.push(segment);
+    i = end;
+    codeStart = end;
+  };
+
+  while (i < sql.length) {
+    const c = sql[i];
+    const next = sql[i + 1];
+    if (c === '-' && next === '-') {
+      const end = lineEnd(sql, i);
+      push({ context: 'comment', open: '', body: sql.slice(i, end), close: '' }, end);
+    } else if (c === '/' && next === '*') {
+      const end = blockCommentEnd(sql, i);
+      push({ context: 'comment', open: '', body: sql.slice(i, end), close: '' }, end);
+    } else if (c === "'" || c === '"') {
+      const context = quotedContext(sql, i);
+      const end = quotedEnd(sql, i, context);
+      push({ context, open: c, body: sql.slice(i + 1, end - 1), close: c }, end);
+    } else if (c === '$' && !isIdentifierChar(sql[i - 1])) {
+      DOLLAR_TAG.lastIndex = i;
+      const tag = DOLLAR_TAG.exec(sql)?.[0];
+      if (tag === undefined) {
+        i++; // a parameter such as $1
+        continue;
+      }
+      const close = sql.indexOf(tag, i + tag.length);
+      if (close < 0) throw unterminated(`dollar-quoted string ${tag}`, i);
+      push({ context: 'dollar', open: tag, body: sql.slice(i + tag.length, close), close: tag }, close + tag.length);
+    } else {
+      i++;
+    }
+  }
+  if (i > codeStart) segments.push({ context: 'code', open: '', body: sql.slice(codeStart), close: '' });
+  return segments;
+}
+
+function unterminated(what: string, offset: number): StatementTemplateError {
+  return new StatementTemplateError(`unterminated ${what} starting at offset ${offset}`);
+}
+
+function lineEnd(sql: string, from: number): number {
+  const match = /[\r\n]/.exec(sql.slice(from));
+  return match === null ? sql.length : from + match.index;
+}
+
+// PostgreSQL block comments nest.
+function blockCommentEnd(sql: string, from: number): number {
+  let depth = 0;
+  for (let i = from; i < sql.length - 1; i++) {
+    const pair = sql.slice(i, i + 2);
+    if (pair === '/*') depth++;
+    if (pair === '*/') depth--;
+    if (pair === '/*' || pair === '*/') i++;
+    if (depth === 0) return i + 1;
+  }
+  throw unterminated('block comment', from);
+}
+
+// E'…' and U&'…' / U&"…" prefixes count only at the start of a token, as in PostgreSQL's lexer.
+function quotedContext(sql: string, quoteAt: number): QuotedContext {
+  const single = sql[quoteAt] === "'";
+  const before = sql.slice(Math.max(0, quoteAt - 2), quoteAt);
+  if (/[uU]&$/.test(before) && !isIdentifierChar(sql[quoteAt - 3])) return single ? 'unicode-single' : 'unicode-double';
+  if (single && /[eE]$/.test(before) && !isIdentifierChar(sql[quoteAt - 2])) return 'escape-single';
+  return single ? 'single' : 'double';
+}
+
+/** Index just past the closing quote. A doubled quote is an escaped quote; in E'…' so is a backslash-quote. */
+function quotedEnd(sql: string, openAt: number, context: QuotedContext): number {
+  const quote = sql[openAt];
+  for (let i = openAt + 1; i < sql.length; i++) {
+    if (context === 'escape-single' && sql[i] === '\\') {
+      i++;
+    } else if (sql[i] === quote) {
+      if (sql[i + 1] !== quote) return i + 1;
+      i++;
+    }
+  }
+  throw unterminated(quote === "'" ? 'quoted string' : 'quoted identifier', openAt);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Quoting.
+
+const doubleQuotes = (quote: string) => (value: string) => value.replaceAll(quote, quote + quote);
+const doubleBackslashes = (value: string) => value.replaceAll('\\', '\\\\');
+
+const ESCAPE_INSIDE: Readonly<Record<QuotedContext, (value: string) => string>> = {
+  single: doubleQuotes("'"),
+  'escape-single': (value) => doubleQuotes("'")(doubleBackslashes(value)),
+  'unicode-single': (value) => doubleQuotes("'")(doubleBackslashes(value)),
+  double: doubleQuotes('"'),
+  'unicode-double': (value) => doubleQuotes('"')(doubleBackslashes(value)),
+};
+
+/** "value" with " doubled: a PostgreSQL identifier, as pg.escapeIdentifier. */
+export function quoteIdentifier(value: string): string {
+  return `"${ESCAPE_INSIDE.double(value)}"`;
+}
+
+/**
+ * 'value' with ' doubled; E'…' with backslashes doubled when the value has one, so the literal means the same
+ * whatever standard_conforming_strings says. As pg.escapeLiteral, without its leading space.
+ */
+export function quoteLiteral(value: string): string {
+  return value.includes('\\') ? `E'${ESCAPE_INSIDE['escape-single'](value)}'` : `'${ESCAPE_INSIDE.single(value)}'`;
+}
+
+/** Dollar-quotes a body with a tag that does not occur in it, so no value inside can end the quote early. */
+function dollarQuote(body: string): string {
+  let tag = '$dbcred$';
+  for (let n = 1; body.includes(tag); n++) tag = `$dbcred${n}$`;
+  return `${tag} ${body} ${tag}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Placeholders.
+
+/** VALID UNTIL form: "YYYY-MM-DD HH:MM:SS+00", UTC, whole seconds (rounded down). */
+export function formatExpiration(date: Date): string {
+  if (Number.isNaN(date.getTime())) throw new StatementTemplateError('expiration is not a valid date');
+  return `${date.toISOString().slice(0, 19).replace('T', ' ')}+00`;
+}
+
+function placeholderName(expression: string): StatementPlaceholder {
+  const name = PLACEHOLDER_ALIASES.get(expression);
+  if (name === undefined) {
+    throw new StatementTemplateError(
+      `unknown placeholder {{${expression}}} in statement; known: {{name}} (or {{username}}), {{password}}, {{expiration}}`,
+    );
+  }
+  return name;
+}
+
+function placeholderValue(name: StatementPlaceholder, values: StatementValues): string {
+  const value = name === 'expiration' ? values.expiration && formatExpiration(values.expiration) : values[name];
+  if (value === undefined) throw new StatementTemplateError(`statement uses {{${name}}} but no ${name} is available`);
+  // PostgreSQL text cannot hold NUL; refusing here beats a protocol error with the value in it.
+  if (value.includes('\0')) throw new StatementTemplateError(`the ${name} contains a NUL character`);
+  return value;
+}
+
+function renderBare(name: StatementPlaceholder, value: string): string {
+  return name === 'name' ? quoteIdentifier(value) : quoteLiteral(value);
+}
+
+function placeholderNames(text: string): StatementPlaceholder[] {
+  return splitPlaceholders(text).flatMap((part) => (part.kind === 'placeholder' ? [placeholderName(part.expression)] : []));
+}
+
+function fillPlaceholders(text: string, fill: (name: StatementPlaceholder) => string): string {
+  return splitPlaceholders(text)
+    .map((part) => (part.kind === 'text' ? part.text : fill(placeholderName(part.expression))))
+    .join('');
+}
+
+// Comments are copied untouched: rendering a placeholder there gains nothing and would put a password into the
+// server log. A dollar-quoted body (DO, CREATE FUNCTION) is itself SQL-like and is rendered recursively.
+function renderSql(sql: string, values: StatementValues): string {
+  return scanSql(sql)
+    .map((segment) => {
+      const { context, open, close } = segment;
+      switch (context) {
+        case 'comment':
+          return segment.body;
+        case 'code':
+          return fillPlaceholders(segment.body, (name) => renderBare(name, placeholderValue(name, values)));
+        case 'dollar': {
+          const body = renderSql(segment.body, values);
+          if (body.includes(close)) throw new StatementTemplateError(`a value would end the dollar-quoted string ${close}`);
+          return open + body + close;
+        }
+        default:
+          return open + fillPlaceholders(segment.body, (name) => ESCAPE_INSIDE[context](placeholderValue(name, values))) + close;
+      }
+    })
+    .join('');
+}
+
+/**
+ * Fills {{name}} (alias {{username}}), {{password}} and {{expiration}}, each escaped for where it stands: inside
+ * "…" as identifier text, inside '…' as literal text, bare as a quoted identifier (name) or literal (others).
+ * Each string is kept whole (it may hold several statements; the simple query protocol runs them).
+ * Throws a StatementTemplateError for an unknown placeholder, a missing value or unterminated quoting.
+ */
+export function renderStatements(statements: readonly string[], values: StatementValues): string[] {
+  return statements.map((statement) => renderSql(statement, values));
+}
+
+/** The placeholders the statements use outside comments (aliases folded); throws on an unknown one. */
+export function placeholdersIn(statements: readonly string[]): Set<StatementPlaceholder> {
+  const used = new Set<StatementPlaceholder>();
+  const collect = (sql: string): void => {
+    for (const segment of scanSql(sql)) {
+      if (segment.context === 'dollar') collect(segment.body);
+      else if (segment.context !== 'comment') placeholderNames(segment.body).forEach((name) => used.add(name));
+    }
+  };
+  statements.forEach(collect);
+  return used;
+}
+
+/**
+ * Checks creation statements before any credential depends on them: they must name the role they create.
+ * Returns warnings (no {{password}}: the role cannot log in with the issued password).
+ */
+export function checkCreationStatements(statements: readonly string[]): string[] {
+  if (statements.every((s) => s.trim() === '')) throw new StatementTemplateError('creationStatements is empty');
+  const used = placeholdersIn(statements);
+  if (!used.has('name')) throw new StatementTemplateError('creationStatements must use {{name}}');
+  return used.has('password') ? [] : ['creationStatements do not use {{password}}: the issued password will not log in'];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Built-in revocation.
+
+function ifRoleExists(username: string, body: string): string {
+  return `DO ${dollarQuote(
+    `BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${quoteLiteral(username)}) THEN ${body} END IF; END`,
+  )};`;
+}
+
+/**
+ * REASSIGN OWNED + DROP OWNED for the database the statement runs in. Both are per-database: the caller runs this
+ * in every database where the role owns objects or holds privileges (databasesWithDependenciesQuery), else
+ * DROP ROLE fails with 2BP01. Skipped when the role no longer exists.
+ */
+export function buildOwnedObjectsCleanup(username: string, adminUser: string): string {
+  const role = quoteIdentifier(username);
+  return ifRoleExists(username, `REASSIGN OWNED BY ${role} TO ${quoteIdentifier(adminUser)}; DROP OWNED BY ${role};`);
+}
+
+/**
+ * The built-in safe revocation, in order, for the database the admin is connected to: forbid new logins,
+ * end open sessions (VALID UNTIL and NOLOGIN do not), hand owned objects to the admin, drop privileges, drop the
+ * role. Idempotent: a role that is already gone is skipped rather than an error, so a retry after a partial
+ * revocation succeeds. A role dropped concurrently between the existence check and the ALTER still fails with
+ * 42704, which the caller treats as gone. Terminating sessions needs pg_signal_backend (or superuser).
+ */
+export function buildRevocation(username: string, adminUser: string): string[] {
+  return [
+    ifRoleExists(username, `ALTER ROLE ${quoteIdentifier(username)} NOLOGIN;`),
+    `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = ${quoteLiteral(username)} AND pid <> pg_catalog.pg_backend_pid();`,
+    buildOwnedObjectsCleanup(username, adminUser),
+    `DROP ROLE IF EXISTS ${quoteIdentifier(username)};`,
+  ];
+}
+
+/** Databases (other than shared catalogs) where the role owns objects or holds privileges, one datname a row. */
+export function databasesWithDependenciesQuery(username: string): string {
+  return (
+    'SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_database d ON d.oid = s.dbid ' +
+    `WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ${quoteLiteral(username)}) ` +
+    'ORDER BY d.datname;'
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ownership marker, for the orphan sweep.
+
+export interface RoleMarker {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+const MARKER_PREFIX = 'dbcred:';
+
+/** COMMENT ON ROLE "u" IS 'dbcred:{"namespace":…,"name":…,"uid":…}': which DatabaseCredential owns the role. */
+export function commentOnRole(username: string, marker: RoleMarker): string {
+  const json = JSON.stringify({ namespace: marker.namespace, name: marker.name, uid: marker.uid });
+  return `COMMENT ON ROLE ${quoteIdentifier(username)} IS ${quoteLiteral(MARKER_PREFIX + json)};`;
+}
+
+/** The marker in a role comment, or undefined for any comment we did not write. */
+export function parseRoleComment(comment: string | null | undefined): RoleMarker | undefined {
+  if (comment === null || comment === undefined || !comment.startsWith(MARKER_PREFIX)) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(comment.slice(MARKER_PREFIX.length));
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return undefined;
+  const { namespace, name, uid } = parsed as Record<string, unknown>;
+  if (typeof namespace !== 'string' || typeof name !== 'string' || typeof uid !== 'string') return undefined;
+  return { namespace, name, uid };
+}
+
+/** Every role carrying a marker: columns rolname, comment. Input of the orphan sweep. */
+export const markedRolesQuery =
+  "SELECT r.rolname, pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment FROM pg_catalog.pg_roles r " +
+  `WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') LIKE '${MARKER_PREFIX}%' ORDER BY r.rolname;`;

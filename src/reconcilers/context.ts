@@ -1,0 +1,159 @@
+// What the three reconcilers share: clients, caches, pools, the event recorder and the clock — plus the two
+// lookups every reconciler needs (a DatabaseConfig resolved to a working RoleAdmin; status writes that happen
+// only when something changed).
+import type * as k8s from '@kubernetes/client-node';
+import { statusChanged, setCondition, type ConditionInput } from '../api/conditions.js';
+import type { AnyResource, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../api/types.js';
+import type { Clock } from '../controller/clock.js';
+import type { KindKey, KubeClient } from '../k8s/client.js';
+import type { EventRecorder } from '../k8s/events.js';
+import type { ResilientInformer } from '../k8s/informer.js';
+import type { RootSecretWatches } from '../k8s/rootSecrets.js';
+import type { Logger } from '../logger.js';
+import type { PoolRegistry } from '../postgres/pool.js';
+import { RoleAdmin } from '../postgres/roleAdmin.js';
+import { validateTemplate, DEFAULT_USERNAME_TEMPLATE, type CompiledUsernameTemplate } from '../postgres/usernameTemplate.js';
+import { parseConnectionURL } from '../secrets/secretData.js';
+import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
+
+export interface Informers {
+  configs: ResilientInformer<DatabaseConfig>;
+  roles: ResilientInformer<DatabaseRole>;
+  credentials: ResilientInformer<DatabaseCredential>;
+  ownedSecrets: ResilientInformer<k8s.V1Secret>;
+}
+
+export interface OperatorContext {
+  client: KubeClient;
+  logger: Logger;
+  clock: Clock;
+  events: EventRecorder;
+  pools: PoolRegistry;
+  informers: Informers;
+  rootSecrets: RootSecretWatches;
+}
+
+export function keyOf(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+export function splitKey(key: string): { namespace: string; name: string } {
+  const i = key.indexOf('/');
+  return { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
+
+/** A reconcile stopped by a user-fixable problem: reported as Ready=False with this reason, not retried with backoff. */
+export class NotReady extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Kubernetes-style glob: "*" matches any run of characters, everything else literally. */
+export function globMatch(pattern: string, value: string): boolean {
+  const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return re.test(value);
+}
+
+export interface ResolvedConfig {
+  key: string;
+  config: DatabaseConfig;
+  admin: RoleAdmin;
+  settings: ConnectionSettings;
+  template: CompiledUsernameTemplate;
+  passwordLength: number;
+  scram: boolean;
+}
+
+/**
+ * Turns a DatabaseConfig into something that can run SQL: reads the root Secret (from its watch cache), parses the
+ * URL and template, and returns the config's pool. Problems a user must fix come back as NotReady.
+ */
+export async function resolveConfig(ctx: OperatorContext, config: DatabaseConfig): Promise<ResolvedConfig> {
+  const { namespace, name } = config.metadata;
+  const key = keyOf(namespace, name);
+  const spec = config.spec;
+  let url;
+  try {
+    url = parseConnectionURL(spec.connectionURL);
+  } catch (err) {
+    throw new NotReady('InvalidConnectionURL', err instanceof Error ? err.message : String(err));
+  }
+  let template: CompiledUsernameTemplate;
+  try {
+    // Rendered once with sample values: a template that cannot yield a valid role name is refused here.
+    template = validateTemplate(spec.usernameTemplate ?? DEFAULT_USERNAME_TEMPLATE).compiled;
+  } catch (err) {
+    throw new NotReady('InvalidUsernameTemplate', err instanceof Error ? err.message : String(err));
+  }
+  const ref = spec.rootCredentialsSecretRef;
+  const secret = await ctx.rootSecrets.get(namespace, ref.name, key);
+  if (!secret) throw new NotReady('SecretNotFound', `root credentials Secret ${namespace}/${ref.name} not found`);
+  const userKey = ref.usernameKey ?? 'username';
+  const passKey = ref.passwordKey ?? 'password';
+  const user = decode(secret.data?.[userKey]);
+  const password = decode(secret.data?.[passKey]);
+  if (!user || password === undefined) {
+    throw new NotReady('InvalidSecret', `root credentials Secret ${namespace}/${ref.name} lacks key ${!user ? userKey : passKey}`);
+  }
+  let ca: string | undefined;
+  if (spec.caSecretRef) {
+    const caSecret = await ctx.rootSecrets.get(namespace, spec.caSecretRef.name, key);
+    ca = decode(caSecret?.data?.[spec.caSecretRef.key ?? 'ca.crt']);
+    if (!ca) throw new NotReady('SecretNotFound', `CA Secret ${namespace}/${spec.caSecretRef.name} or its key not found`);
+  }
+  const settings: ConnectionSettings = {
+    host: url.host,
+    port: url.port,
+    database: url.database,
+    sslmode: url.sslmode,
+    user,
+    password,
+    ca,
+    maxConnections: spec.maxOpenConnections ?? 4,
+  };
+  const pool = ctx.pools.get(key, settings);
+  const admin = new RoleAdmin(pool, (database) => ({ ...poolConfig({ ...settings, database }) }));
+  return {
+    key,
+    config,
+    admin,
+    settings,
+    template,
+    passwordLength: spec.passwordPolicy?.length ?? 32,
+    scram: (spec.passwordAuthentication ?? 'scram-sha-256') === 'scram-sha-256',
+  };
+}
+
+function decode(b64: string | undefined): string | undefined {
+  return b64 === undefined ? undefined : Buffer.from(b64, 'base64').toString('utf8');
+}
+
+/**
+ * Writes status through the subresource only when it changed; fields that disappeared are deleted (merge patch
+ * null). Returns the updated object, or the input when nothing was written.
+ */
+export async function writeStatus<T extends AnyResource>(ctx: OperatorContext, kind: KindKey, obj: T, status: NonNullable<T['status']>): Promise<T> {
+  const old: Record<string, unknown> = { ...(obj.status ?? {}) };
+  const patch: Record<string, unknown> = { ...status };
+  if (!statusChanged(old, patch)) return obj;
+  for (const k of Object.keys(old)) if (!(k in patch) || patch[k] === undefined) patch[k] = null;
+  return ctx.client.patchStatus<T>(kind, obj.metadata.namespace, obj.metadata.name, patch, obj.metadata.resourceVersion);
+}
+
+/** The status with one condition set (observedGeneration from the object, time from the clock). */
+export function withCondition<S extends { conditions?: import('../api/types.js').Condition[]; observedGeneration?: number }>(
+  ctx: OperatorContext,
+  obj: AnyResource,
+  status: S,
+  condition: ConditionInput,
+): S {
+  return {
+    ...status,
+    observedGeneration: obj.metadata.generation,
+    conditions: setCondition(status.conditions ?? [], condition, obj.metadata.generation, ctx.clock.now()),
+  };
+}

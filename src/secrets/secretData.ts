@@ -1,0 +1,182 @@
+// The data of an issued credential's Secret (type servicebinding.io/postgresql) and the DatabaseConfig's
+// connection URL. Keys follow the Service Binding spec's PostgreSQL entries so that Spring Cloud Bindings,
+// Quarkus and the servicebinding.io runtimes read the Secret as it is.
+
+import { toRFC3339 } from '../api/duration.js';
+import { splitPlaceholders } from '../postgres/usernameTemplate.js';
+
+export const SECRET_TYPE = 'servicebinding.io/postgresql';
+
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
+const DEFAULT_PORT = 5432;
+const DEFAULT_DATABASE = 'postgres';
+const DEFAULT_SSL_MODE: SslMode = 'prefer'; // libpq's and pgjdbc's default
+
+/** Where issued credentials connect: taken from the config's connectionURL. */
+export interface ConnectionTarget {
+  host: string; // without IPv6 brackets
+  port: number;
+  database: string;
+  sslmode: SslMode;
+  /** Other query parameters of the URL (application_name, connect_timeout, …); not copied into Secrets. */
+  params: Record<string, string>;
+}
+
+export interface SecretDataInput extends Omit<ConnectionTarget, 'params'> {
+  username: string;
+  password: string;
+  expiresAt: Date;
+  /** DatabaseCredential.spec.secretTemplate.data: extra keys whose values may use {{uri}}, {{password}}, … */
+  template?: Record<string, string>;
+}
+
+export class SecretTemplateError extends Error {
+  override name = 'SecretTemplateError';
+}
+
+/** Never carries the URL itself: it may hold a password. */
+export class ConnectionURLError extends Error {
+  override name = 'ConnectionURLError';
+}
+
+/**
+ * The Secret's data: type, provider, host, port, database, username, password, sslmode, uri, jdbc-url,
+ * expires-at, plus the rendered template keys. A template key may not replace one of these (the binding's
+ * consumers rely on them) and must be a valid Secret key; violations throw a SecretTemplateError.
+ */
+export function buildSecretData(input: SecretDataInput): Record<string, string> {
+  const data: Record<string, string> = {
+    type: 'postgresql',
+    provider: 'dbcred',
+    host: input.host,
+    port: String(input.port),
+    database: input.database,
+    username: input.username,
+    password: input.password,
+    sslmode: input.sslmode,
+    uri: postgresURI(input),
+    'jdbc-url': jdbcURL(input),
+    'expires-at': toRFC3339(input.expiresAt),
+  };
+  for (const [key, template] of Object.entries(input.template ?? {})) {
+    checkTemplateKey(key, data);
+    data[key] = renderTemplateValue(key, template, data);
+  }
+  return data;
+}
+
+function checkTemplateKey(key: string, data: Record<string, string>): void {
+  if (!/^[-._a-zA-Z0-9]+$/.test(key) || key.length > 253) {
+    throw new SecretTemplateError(`secretTemplate.data key ${JSON.stringify(key)} is not a valid Secret key`);
+  }
+  if (key in data) throw new SecretTemplateError(`secretTemplate.data key "${key}" is set by the operator`);
+}
+
+// Placeholders are the standard keys; they are looked up before any template key is added.
+const TEMPLATE_PLACEHOLDERS = ['uri', 'jdbc-url', 'username', 'password', 'host', 'port', 'database', 'sslmode', 'expires-at'];
+
+function renderTemplateValue(key: string, template: string, data: Record<string, string>): string {
+  return splitPlaceholders(template)
+    .map((part) => {
+      if (part.kind === 'text') {
+        if (part.text.includes('{{')) throw new SecretTemplateError(`secretTemplate.data["${key}"] has an unclosed {{`);
+        return part.text;
+      }
+      const value = TEMPLATE_PLACEHOLDERS.includes(part.expression) ? data[part.expression] : undefined;
+      if (value === undefined) {
+        throw new SecretTemplateError(
+          `secretTemplate.data["${key}"] uses unknown placeholder {{${part.expression}}}; known: ` +
+            TEMPLATE_PLACEHOLDERS.map((p) => `{{${p}}}`).join(', '),
+        );
+      }
+      return value;
+    })
+    .join('');
+}
+
+function hostForURL(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** postgresql://user:pass@host:port/db?sslmode=…, the libpq URI form; user and password URL-escaped. */
+function postgresURI(target: SecretDataInput): string {
+  const credentials = `${encodeURIComponent(target.username)}:${encodeURIComponent(target.password)}`;
+  return `postgresql://${credentials}@${hostForURL(target.host)}:${target.port}/${encodeURIComponent(target.database)}?sslmode=${target.sslmode}`;
+}
+
+/**
+ * jdbc:postgresql://host:port/db?sslmode=…, without credentials: Spring Cloud Bindings and Quarkus take the
+ * username and password from their own keys, and applications and pools (HikariCP) log JDBC URLs.
+ */
+function jdbcURL(target: Omit<ConnectionTarget, 'params'>): string {
+  return `jdbc:postgresql://${hostForURL(target.host)}:${target.port}/${encodeURIComponent(target.database)}?sslmode=${target.sslmode}`;
+}
+
+/**
+ * Parses the config's connectionURL (postgres:// or postgresql://). The password, if any, must be the
+ * {{password}} placeholder: a literal password in a spec would be readable by everyone who can read the config.
+ */
+export function parseConnectionURL(connectionURL: string): ConnectionTarget {
+  let url: URL;
+  try {
+    url = new URL(connectionURL);
+  } catch {
+    throw new ConnectionURLError('connectionURL is not a valid URL (one host only; placeholders {{username}} and {{password}})');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new ConnectionURLError(`connectionURL must start with postgresql:// or postgres://, not ${url.protocol}//`);
+  }
+  if (url.password !== '' && decodeURLPart(url.password, 'password') !== '{{password}}') {
+    throw new ConnectionURLError('connectionURL must not contain a password: write {{password}} instead');
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (host === '') throw new ConnectionURLError('connectionURL has no host');
+
+  const params = Object.fromEntries(url.searchParams);
+  const { sslmode = DEFAULT_SSL_MODE, ...otherParams } = params;
+  if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
+    throw new ConnectionURLError(`connectionURL has sslmode=${sslmode}; use one of ${SSL_MODES.join(', ')}`);
+  }
+  return {
+    host,
+    port: parsePort(url.port),
+    database: decodeURLPart(url.pathname.replace(/^\//, ''), 'database') || DEFAULT_DATABASE,
+    sslmode: sslmode as SslMode,
+    params: otherParams,
+  };
+}
+
+function decodeURLPart(encoded: string, what: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    throw new ConnectionURLError(`connectionURL has a malformed %-escape in its ${what}`);
+  }
+}
+
+function parsePort(port: string): number {
+  if (port === '') return DEFAULT_PORT;
+  const value = Number(port);
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new ConnectionURLError(`connectionURL has invalid port ${port}`);
+  return value;
+}
+
+/** The connectionURL with {{username}} and {{password}} replaced by URL-escaped values, for the admin pool. */
+export function fillConnectionURL(connectionURL: string, username: string, password: string): string {
+  const values = new Map([
+    ['username', username],
+    ['password', password],
+  ]);
+  return splitPlaceholders(connectionURL)
+    .map((part) => {
+      if (part.kind === 'text') return part.text;
+      const value = values.get(part.expression);
+      if (value === undefined) {
+        throw new ConnectionURLError(`connectionURL uses unknown placeholder {{${part.expression}}}; known: {{username}}, {{password}}`);
+      }
+      return encodeURIComponent(value);
+    })
+    .join('');
+}

@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import {
+  buildOwnedObjectsCleanup,
+  buildRevocation,
+  checkCreationStatements,
+  commentOnRole,
+  databasesWithDependenciesQuery,
+  defaultRenewStatements,
+  formatExpiration,
+  parseRoleComment,
+  placeholdersIn,
+  quoteIdentifier,
+  quoteLiteral,
+  renderStatements,
+  StatementTemplateError,
+  type StatementValues,
+} from '../../src/postgres/statements.js';
+
+const expiration = new Date('2024-05-01T12:34:56.789Z');
+const plain: StatementValues = { name: 'v-app-1', password: 'Secret-123', expiration };
+
+function renderOne(statement: string, values: StatementValues = plain): string {
+  const [rendered] = renderStatements([statement], values);
+  return rendered ?? '';
+}
+
+function refuses(statement: string, message: RegExp, values: StatementValues = plain): void {
+  assert.throws(() => renderOne(statement, values), (err: unknown) => err instanceof StatementTemplateError && message.test(err.message));
+}
+
+describe('renderStatements', () => {
+  it('renders the contract example', () => {
+    assert.deepEqual(
+      renderStatements(
+        [
+          `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+          'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";',
+        ],
+        plain,
+      ),
+      [
+        `CREATE ROLE "v-app-1" WITH LOGIN PASSWORD 'Secret-123' VALID UNTIL '2024-05-01 12:34:56+00';`,
+        'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "v-app-1";',
+      ],
+    );
+  });
+
+  it('accepts {{username}} as {{name}} and spaces inside braces', () => {
+    assert.equal(renderOne('GRANT r TO "{{ username }}"'), 'GRANT r TO "v-app-1"');
+  });
+
+  it('keeps several statements in one string', () => {
+    assert.equal(renderOne('CREATE ROLE "{{name}}"; GRANT r TO "{{name}}";'), 'CREATE ROLE "v-app-1"; GRANT r TO "v-app-1";');
+  });
+
+  it('renders the default renew statement', () => {
+    assert.deepEqual(renderStatements(defaultRenewStatements, { name: 'u', expiration }), [
+      `ALTER ROLE "u" VALID UNTIL '2024-05-01 12:34:56+00';`,
+    ]);
+  });
+
+  describe('escapes each value for where it stands', () => {
+    const hostile: StatementValues = { name: `a"b'c\\d`, password: `p'w"\\x`, expiration };
+
+    it('inside "…": doubles " only', () => {
+      assert.equal(renderOne('DROP ROLE "{{name}}"', hostile), `DROP ROLE "a""b'c\\d"`);
+    });
+    it("inside '…': doubles ' only (standard_conforming_strings=on)", () => {
+      assert.equal(renderOne(`PASSWORD '{{password}}'`, hostile), `PASSWORD 'p''w"\\x'`);
+      assert.equal(renderOne(`WHERE usename = '{{name}}'`, hostile), `WHERE usename = 'a"b''c\\d'`);
+    });
+    it("inside E'…': doubles ' and backslashes", () => {
+      assert.equal(renderOne(`PASSWORD E'{{password}}'`, hostile), `PASSWORD E'p''w"\\\\x'`);
+      assert.equal(renderOne(`PASSWORD e'{{password}}'`, hostile), `PASSWORD e'p''w"\\\\x'`);
+    });
+    it("inside U&'…' and U&\"…\": doubles the quote and backslashes", () => {
+      assert.equal(renderOne(`SELECT U&'{{password}}'`, hostile), `SELECT U&'p''w"\\\\x'`);
+      assert.equal(renderOne(`DROP ROLE U&"{{name}}"`, hostile), `DROP ROLE U&"a""b'c\\\\d"`);
+    });
+    it('an identifier ending in e before a quote is not an E string', () => {
+      assert.equal(renderOne(`SELECT date'{{expiration}}', some'{{password}}'`, hostile), `SELECT date'2024-05-01 12:34:56+00', some'p''w"\\x'`);
+    });
+    it('bare: name as a quoted identifier, others as literals (E-string when a backslash is present)', () => {
+      assert.equal(
+        renderOne('CREATE ROLE {{name}} PASSWORD {{password}} VALID UNTIL {{expiration}}', hostile),
+        `CREATE ROLE "a""b'c\\d" PASSWORD E'p''w"\\\\x' VALID UNTIL '2024-05-01 12:34:56+00'`,
+      );
+      assert.equal(renderOne('CREATE ROLE {{name}} PASSWORD {{password}}'), `CREATE ROLE "v-app-1" PASSWORD 'Secret-123'`);
+    });
+    it('does not mistake quotes inside strings for context changes', () => {
+      assert.equal(
+        renderOne(`SELECT 'it''s "x"', "we""ird", E'\\'', {{name}}`, hostile),
+        `SELECT 'it''s "x"', "we""ird", E'\\'', "a""b'c\\d"`,
+      );
+    });
+  });
+
+  describe('comments', () => {
+    it('leaves placeholders in -- and /* */ comments untouched, so no password reaches the server log', () => {
+      assert.equal(
+        renderOne('CREATE ROLE {{name}}; -- {{password}} \'"\nGRANT r TO {{name}} /* {{password}} /* nested */ {{foo}} */;'),
+        `CREATE ROLE "v-app-1"; -- {{password}} '"\nGRANT r TO "v-app-1" /* {{password}} /* nested */ {{foo}} */;`,
+      );
+    });
+    it('does not treat -- inside a string as a comment', () => {
+      assert.equal(renderOne(`SELECT '--', '{{name}}'`), `SELECT '--', 'v-app-1'`);
+    });
+  });
+
+  describe('dollar quoting', () => {
+    it('renders a DO body by its own quoting', () => {
+      assert.equal(
+        renderOne(`DO $$BEGIN EXECUTE format('CREATE ROLE %I', '{{name}}'); GRANT r TO {{name}}; END$$;`, { name: "o'k" }),
+        `DO $$BEGIN EXECUTE format('CREATE ROLE %I', 'o''k'); GRANT r TO "o'k"; END$$;`,
+      );
+    });
+    it('handles tagged bodies and leaves $1 parameters alone', () => {
+      assert.equal(renderOne(`DO $x$ SELECT $1, '{{name}}' $x$`), `DO $x$ SELECT $1, 'v-app-1' $x$`);
+    });
+    it('refuses a value that would close the dollar quote', () => {
+      refuses('DO $$ SELECT {{name}} $$', /would end the dollar-quoted string \$\$/, { name: 'a$$b' });
+    });
+    it('an identifier containing $ does not open a dollar quote', () => {
+      assert.equal(renderOne(`SELECT a$b$ , '{{name}}'`), `SELECT a$b$ , 'v-app-1'`);
+    });
+  });
+
+  describe('errors', () => {
+    it('unknown placeholder', () => refuses('GRANT {{foo}} TO x', /unknown placeholder \{\{foo\}\}.*\{\{name\}\} \(or \{\{username\}\}\)/));
+    it('unknown placeholder named like an Object property', () => refuses('SELECT {{constructor}}', /unknown placeholder \{\{constructor\}\}/));
+    it('missing password', () => refuses(`PASSWORD '{{password}}'`, /uses \{\{password\}\} but no password/, { name: 'u' }));
+    it('missing expiration', () => refuses(`VALID UNTIL '{{expiration}}'`, /no expiration/, { name: 'u' }));
+    it('NUL in a value', () => refuses('CREATE ROLE {{name}}', /NUL/, { name: 'a\0' }));
+    it('unterminated string', () => refuses(`CREATE ROLE x PASSWORD '{{password}}`, /unterminated quoted string starting at offset 23/));
+    it('unterminated identifier', () => refuses('CREATE ROLE "{{name}}', /unterminated quoted identifier/));
+    it('unterminated block comment', () => refuses('SELECT 1 /* /* */', /unterminated block comment/));
+    it('unterminated dollar quote', () => refuses('DO $body$ SELECT 1', /unterminated dollar-quoted string \$body\$/));
+  });
+
+  it('leaves array literals alone', () => {
+    assert.equal(renderOne(`SELECT '{{1,2},{3,4}}'::int[], {{name}}`), `SELECT '{{1,2},{3,4}}'::int[], "v-app-1"`);
+  });
+});
+
+describe('formatExpiration', () => {
+  it('writes UTC seconds with +00', () => {
+    assert.equal(formatExpiration(new Date('2030-01-02T03:04:05.999+05:00')), '2030-01-01 22:04:05+00');
+  });
+});
+
+describe('placeholdersIn and checkCreationStatements', () => {
+  it('folds aliases and ignores comments', () => {
+    assert.deepEqual(
+      placeholdersIn(['CREATE ROLE "{{username}}" -- {{password}}', "DO $$ SELECT '{{expiration}}' $$"]),
+      new Set(['name', 'expiration']),
+    );
+  });
+  it('throws on an unknown placeholder', () => assert.throws(() => placeholdersIn(['{{nope}}']), StatementTemplateError));
+  it('requires {{name}}', () => {
+    assert.throws(() => checkCreationStatements([`CREATE ROLE x PASSWORD '{{password}}'`]), /must use \{\{name\}\}/);
+    assert.throws(() => checkCreationStatements([]), /empty/);
+  });
+  it('warns without {{password}}', () => {
+    assert.deepEqual(checkCreationStatements(['CREATE ROLE "{{name}}" LOGIN']), [
+      'creationStatements do not use {{password}}: the issued password will not log in',
+    ]);
+    assert.deepEqual(checkCreationStatements([`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`]), []);
+  });
+});
+
+describe('quoting helpers', () => {
+  it('quoteIdentifier doubles "', () => assert.equal(quoteIdentifier('a"b'), '"a""b"'));
+  it("quoteLiteral doubles ' and uses E'' only for backslashes", () => {
+    assert.equal(quoteLiteral("it's"), "'it''s'");
+    assert.equal(quoteLiteral("a\\'b"), "E'a\\\\''b'");
+  });
+});
+
+describe('buildRevocation', () => {
+  it('builds the safe revocation in order', () => {
+    assert.deepEqual(buildRevocation('v-app-1', 'admin'), [
+      `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN ALTER ROLE "v-app-1" NOLOGIN; END IF; END $dbcred$;`,
+      `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = 'v-app-1' AND pid <> pg_catalog.pg_backend_pid();`,
+      `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN REASSIGN OWNED BY "v-app-1" TO "admin"; DROP OWNED BY "v-app-1"; END IF; END $dbcred$;`,
+      `DROP ROLE IF EXISTS "v-app-1";`,
+    ]);
+  });
+
+  it('escapes names and picks a dollar tag the name cannot close', () => {
+    assert.equal(
+      buildOwnedObjectsCleanup(`o'"$dbcred$`, 'ad"min'),
+      `DO $dbcred1$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'o''"$dbcred$') THEN REASSIGN OWNED BY "o'""$dbcred$" TO "ad""min"; DROP OWNED BY "o'""$dbcred$"; END IF; END $dbcred1$;`,
+    );
+  });
+
+  it('queries the databases where the role has dependencies', () => {
+    assert.equal(
+      databasesWithDependenciesQuery("o'k"),
+      "SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s JOIN pg_catalog.pg_database d ON d.oid = s.dbid WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = 'o''k') ORDER BY d.datname;",
+    );
+  });
+});
+
+describe('role comment marker', () => {
+  const marker = { namespace: 'team-a', name: "app'db", uid: '6f1c-42' };
+
+  it('writes the marker as an escaped literal', () => {
+    assert.equal(
+      commentOnRole('v-app-1', marker),
+      `COMMENT ON ROLE "v-app-1" IS 'dbcred:{"namespace":"team-a","name":"app''db","uid":"6f1c-42"}';`,
+    );
+  });
+
+  it('reads back what it wrote', () => {
+    assert.deepEqual(parseRoleComment(`dbcred:{"namespace":"team-a","name":"app'db","uid":"6f1c-42"}`), marker);
+  });
+
+  for (const comment of [null, undefined, '', 'hand-made role', 'dbcred:', 'dbcred:{bad json', 'dbcred:[]', 'dbcred:{"namespace":"a","name":"b"}']) {
+    it(`ignores ${JSON.stringify(comment)}`, () => assert.equal(parseRoleComment(comment), undefined));
+  }
+});
