@@ -81,9 +81,9 @@ async function main(): Promise<void> {
   const configs = new DatabaseConfigReconciler(ctx);
   const roles = new DatabaseRoleReconciler(ctx);
   const credentials = new DatabaseCredentialReconciler(ctx);
-  configCtl = new Controller({ name: 'databaseconfig', logger, workers: 2, reconcile: (k) => configs.reconcile(k) });
-  const roleCtl = new Controller({ name: 'databaserole', logger, workers: 2, reconcile: (k) => roles.reconcile(k) });
-  const credCtl = new Controller({ name: 'databasecredential', logger, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
+  configCtl = new Controller({ name: 'databaseconfig', logger, describeError: apiErrorMessage, workers: 2, reconcile: (k) => configs.reconcile(k) });
+  const roleCtl = new Controller({ name: 'databaserole', logger, describeError: apiErrorMessage, workers: 2, reconcile: (k) => roles.reconcile(k) });
+  const credCtl = new Controller({ name: 'databasecredential', logger, describeError: apiErrorMessage, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
 
   // Event → key mapping. Handlers only enqueue.
   const credentialsOfRole = (roleKey: string) =>

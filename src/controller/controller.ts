@@ -51,11 +51,14 @@ export interface ControllerOptions {
   clock?: Clock;
   /** How long stop() waits for in-flight reconciles before aborting their signal. Default 30s. */
   shutdownTimeoutMs?: number;
+  /** One safe line for a log: the default is the error's message; pass one that also strips API bodies. */
+  describeError?: (err: unknown) => string;
 }
 
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
 
 export class Controller {
+  private readonly describeError: (err: unknown) => string;
   readonly name: string;
   readonly queue: WorkQueue;
   private readonly logger: Logger;
@@ -72,6 +75,7 @@ export class Controller {
     this.name = options.name;
     this.logger = options.logger;
     this.reconcileFn = options.reconcile;
+    this.describeError = options.describeError ?? errorMessage;
     this.workerCount = Math.max(1, Math.floor(options.workers ?? 1));
     this.clock = options.clock ?? realClock;
     this.queue = options.queue ?? new WorkQueue({ clock: this.clock });
@@ -157,7 +161,7 @@ export class Controller {
     } catch (err) {
       const durationMs = this.clock.now().getTime() - startedMs;
       // The message only: API errors carry request and response bodies, which can hold Secret data.
-      const error = errorMessage(err);
+      const error = this.describeError(err);
       if (isTerminalError(err)) {
         this.queue.forget(key);
         this.logger.error('reconcile failed, not retrying', { ...fields, durationMs, error });

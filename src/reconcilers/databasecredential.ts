@@ -73,6 +73,7 @@ export class DatabaseCredentialReconciler {
       return await this.reconcileLive(cred);
     } catch (err) {
       if (err instanceof Conflict || isConflict(err)) return { requeue: true };
+      if (isNotFound(err)) return {}; // deleted while we worked: the next event says what is left to do
       throw err;
     }
   }
