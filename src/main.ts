@@ -112,8 +112,15 @@ async function main(): Promise<void> {
   });
   informers.ownedSecrets.on((secret, event) => {
     if (event === 'RESYNC') return;
-    const owner = secret.metadata?.ownerReferences?.find((o) => o.controller && o.kind === 'DatabaseCredential');
-    if (owner && secret.metadata?.namespace) credCtl.enqueue(keyOf(secret.metadata.namespace, owner.name));
+    const owner = secret.metadata?.ownerReferences?.find((o) => o.controller);
+    const ns = secret.metadata?.namespace;
+    if (!owner || !ns) return;
+    if (owner.kind === 'DatabaseCredential') credCtl.enqueue(keyOf(ns, owner.name));
+    if (owner.kind === 'DatabaseRole') {
+      // A static role's password Secret: the role and every credential that delivers its password.
+      roleCtl.enqueue(keyOf(ns, owner.name));
+      for (const c of credentialsOfRole(keyOf(ns, owner.name))) credCtl.enqueue(objectKey(c));
+    }
   });
 
   const sweeper = new OrphanSweeper(ctx, settings.orphanSweepPeriodMs);

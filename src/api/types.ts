@@ -70,6 +70,8 @@ export interface DatabaseConfigSpec {
 export interface DatabaseConfigStatus extends CommonStatus {
   serverVersion?: string;
   lastRootRotationTime?: string;
+  /** value of the dbcred.dev/rotate-root annotation already acted on */
+  rootRotateRequest?: string;
 }
 
 export interface DatabaseConfig {
@@ -94,6 +96,12 @@ export interface DatabaseRoleSpec {
 
 export interface DatabaseRoleStatus extends CommonStatus {
   activeCredentials?: number;
+  /** static roles: when the password was last rotated, when it rotates next, and where it is kept */
+  lastRotationTime?: string;
+  nextRotationTime?: string;
+  passwordSecretName?: string;
+  /** static roles: value of the dbcred.dev/rotate annotation already acted on */
+  rotateRequest?: string;
 }
 
 export interface DatabaseRole {

@@ -8,6 +8,7 @@ import {
   commentOnRole,
   databasesWithDependenciesQuery,
   defaultRenewStatements,
+  defaultRotationStatements,
   parseRoleComment,
   renderStatements,
   type RoleMarker,
@@ -143,6 +144,23 @@ export class RoleAdmin {
       await this.runStatements(renewStatements?.length ? renewStatements : defaultRenewStatements, username, expiration);
     } catch (err) {
       throw wrap(err, 'renewing role');
+    }
+  }
+
+  /** Sets a role's password in place (static roles, root rotation); passwordForSQL may be a SCRAM verifier. */
+  async setPassword(username: string, passwordForSQL: string, rotationStatements?: string[]): Promise<void> {
+    const statements = rotationStatements?.length ? rotationStatements : defaultRotationStatements;
+    const sql = renderStatements(statements, { name: username, password: passwordForSQL });
+    try {
+      // No DDL lock: a password change does not collide with GRANTs, and root rotation must not wait behind issues.
+      const client = await this.pool.connect();
+      try {
+        for (const statement of sql) await client.query(statement);
+      } finally {
+        client.release();
+      }
+    } catch (err) {
+      throw wrap(err, 'setting password', [passwordForSQL]);
     }
   }
 

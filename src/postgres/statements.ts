@@ -29,6 +29,9 @@ export interface StatementValues {
 
 export const defaultRenewStatements: readonly string[] = [`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';`];
 
+/** Sets a password in place: static roles' rotation and root rotation. */
+export const defaultRotationStatements: readonly string[] = [`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}';`];
+
 // ---------------------------------------------------------------------------------------------------------------
 // Lexing just enough SQL to know what quotes a placeholder stands in.
 

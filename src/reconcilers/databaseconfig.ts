@@ -1,13 +1,28 @@
 // DatabaseConfig: can we reach this PostgreSQL server as an admin that may create roles? Ready says so, with a
 // reason a user can act on. The config's pool lives in the PoolRegistry; the root Secret is watched by name.
-import type { DatabaseConfig, DatabaseConfigStatus } from '../api/types.js';
+import type * as k8s from '@kubernetes/client-node';
+import pg from 'pg';
+import { parseDuration, toRFC3339 } from '../api/duration.js';
+import { ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus } from '../api/types.js';
+import { poolConfig } from '../postgres/pool.js';
+import { scramSha256Verifier } from '../postgres/scram.js';
+import { decodeKey, encodeData } from '../secrets/ownedSecret.js';
+import { generatePassword } from '../secrets/password.js';
 import type { Result } from '../controller/controller.js';
+import { isConflict } from '../k8s/client.js';
 import { RoleAdminError } from '../postgres/roleAdmin.js';
-import { NotReady, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext } from './context.js';
+import { NotReady, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 
 /** A Ready config is checked again this often, so a server that goes away shows on the object. */
 const REVERIFY_MS = 5 * 60_000;
 const RETRY_UNREACHABLE_MS = 15_000;
+
+/** A copy of a user's Secret with some keys set and some removed; everything else (metadata) kept as it was. */
+function withData(secret: k8s.V1Secret, set: Record<string, string>, remove: string[] = []): k8s.V1Secret {
+  const data = { ...(secret.data ?? {}), ...encodeData(set) };
+  for (const k of remove) delete data[k];
+  return { ...secret, data };
+}
 
 function reasonFor(err: RoleAdminError): { reason: string; retryMs: number } {
   switch (err.kind) {
@@ -24,6 +39,69 @@ function reasonFor(err: RoleAdminError): { reason: string; retryMs: number } {
 
 export class DatabaseConfigReconciler {
   constructor(private readonly ctx: OperatorContext) {}
+
+  private nextRootRotation(config: DatabaseConfig, status: DatabaseConfigStatus): number {
+    const last = new Date(status.lastRootRotationTime ?? config.metadata.creationTimestamp ?? this.ctx.clock.now());
+    return last.getTime() + parseDuration(config.spec.rootRotation?.period ?? '0s');
+  }
+
+  /**
+   * Root rotation: the new password is recorded in the root Secret (key <passwordKey>.pending) before PostgreSQL
+   * changes, then set with ALTER ROLE (a verifier in scram mode), then promoted. A crash at any point leaves a
+   * Secret with a password that logs in: the old one until ALTER ROLE, the pending one after it.
+   */
+  private async rotateRootIfDue(config: DatabaseConfig, resolved: ResolvedConfig, status: DatabaseConfigStatus): Promise<DatabaseConfigStatus> {
+    const { namespace } = config.metadata;
+    const ref = config.spec.rootCredentialsSecretRef;
+    const passKey = ref.passwordKey ?? 'password';
+    const pendingKey = `${passKey}.pending`;
+    const now = this.ctx.clock.now();
+    const request = config.metadata.annotations?.[ROTATE_ROOT_ANNOTATION];
+    const secret = await this.ctx.client.getSecret(namespace, ref.name);
+    if (!secret) throw new NotReady('SecretNotFound', `root credentials Secret ${namespace}/${ref.name} not found`);
+    const pending = decodeKey(secret, pendingKey);
+    const due =
+      pending !== undefined ||
+      (request !== undefined && request !== status.rootRotateRequest) ||
+      (config.spec.rootRotation?.period !== undefined && now.getTime() >= this.nextRootRotation(config, status));
+    if (!due) return status;
+
+    const password = pending ?? generatePassword(resolved.passwordLength);
+    let current = secret;
+    if (pending === undefined) {
+      current = await this.ctx.client.replaceSecret(namespace, withData(secret, { [pendingKey]: password }));
+    }
+    await resolved.admin.setPassword(resolved.settings.user, resolved.scram ? await scramSha256Verifier(password) : password);
+    await this.ctx.client.replaceSecret(namespace, withData(current, { [passKey]: password }, [pendingKey]));
+    this.ctx.pools.remove(resolved.key); // reconnect with the new password
+    this.ctx.events.record(config, 'Normal', 'RootRotated', `rotated the password of "${resolved.settings.user}"`);
+    this.ctx.logger.info('root password rotated', { config: resolved.key, user: resolved.settings.user });
+    return { ...status, lastRootRotationTime: toRFC3339(now), rootRotateRequest: request };
+  }
+
+  /** The root login failed: if a rotation was interrupted after ALTER ROLE, the pending password works; promote it. */
+  private async finishInterruptedRootRotation(config: DatabaseConfig): Promise<boolean> {
+    const { namespace } = config.metadata;
+    const ref = config.spec.rootCredentialsSecretRef;
+    const passKey = ref.passwordKey ?? 'password';
+    const pendingKey = `${passKey}.pending`;
+    const secret = await this.ctx.client.getSecret(namespace, ref.name);
+    const pending = decodeKey(secret, pendingKey);
+    const existing = this.ctx.pools.existing(keyOf(namespace, config.metadata.name));
+    if (!secret || pending === undefined || !existing) return false;
+    const client = new pg.Client(poolConfig({ ...existing.settings, password: pending }));
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+    } catch {
+      return false;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    await this.ctx.client.replaceSecret(namespace, withData(secret, { [passKey]: pending }, [pendingKey]));
+    this.ctx.logger.info('finished an interrupted root rotation', { config: keyOf(namespace, config.metadata.name) });
+    return true;
+  }
 
   async reconcile(key: string): Promise<Result> {
     const { namespace, name } = splitKey(key);
@@ -49,6 +127,11 @@ export class DatabaseConfigReconciler {
           throw new NotReady('InsufficientPrivileges', `user "${info.currentUser}" has neither SUPERUSER nor CREATEROLE`);
         }
       }
+      status = await this.rotateRootIfDue(config, resolved, status);
+      if (config.spec.rootRotation?.period) {
+        const next = this.nextRootRotation(config, status);
+        requeueAfter = Math.min(requeueAfter, Math.max(0, next - this.ctx.clock.now().getTime()) + 10);
+      }
       status = withCondition(this.ctx, config, status, {
         type: 'Ready',
         status: 'True',
@@ -61,6 +144,7 @@ export class DatabaseConfigReconciler {
         reason = err.reason;
         requeueAfter = 60_000;
       } else if (err instanceof RoleAdminError) {
+        if (err.kind === 'auth' && (await this.finishInterruptedRootRotation(config))) return { requeue: true };
         ({ reason, retryMs: requeueAfter } = reasonFor(err));
       } else {
         throw err;
@@ -69,7 +153,12 @@ export class DatabaseConfigReconciler {
       if (before?.reason !== reason) this.ctx.events.record(config, 'Warning', reason, (err as Error).message);
       status = withCondition(this.ctx, config, status, { type: 'Ready', status: 'False', reason, message: (err as Error).message });
     }
-    await writeStatus<DatabaseConfig>(this.ctx, 'config', config, status);
+    try {
+      await writeStatus<DatabaseConfig>(this.ctx, 'config', config, status);
+    } catch (err) {
+      if (isConflict(err)) return { requeue: true }; // our cached copy was stale; the next run sees the new one
+      throw err;
+    }
     return { requeueAfter };
   }
 }

@@ -25,9 +25,10 @@ import { RoleAdminError, type RoleAdmin } from '../postgres/roleAdmin.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
+import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
 import { SECRET_TYPE, SecretTemplateError, buildSecretData } from '../secrets/secretData.js';
 import { NotReady, globMatch, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
-import { configForRole } from './databaserole.js';
+import { PENDING_KEY, ROTATED_AT_ANNOTATION, configForRole } from './databaserole.js';
 
 const DEFAULT_TTL = '1h';
 const DEFAULT_MAX_TTL = '24h';
@@ -45,21 +46,6 @@ interface RoleTarget {
 
 /** Thrown to stop a reconcile after a status write that lost an optimistic-lock race: just run again. */
 class Conflict extends Error {}
-
-function decode(b64: string | undefined): string | undefined {
-  return b64 === undefined ? undefined : Buffer.from(b64, 'base64').toString('utf8');
-}
-
-function encode(data: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(data)) out[k] = Buffer.from(v, 'utf8').toString('base64');
-  return out;
-}
-
-function sameStrings(a: Record<string, string> | undefined, b: Record<string, string> | undefined): boolean {
-  const ka = Object.keys(a ?? {});
-  return ka.length === Object.keys(b ?? {}).length && ka.every((k) => a?.[k] === b?.[k]);
-}
 
 export class DatabaseCredentialReconciler {
   constructor(private readonly ctx: OperatorContext) {}
@@ -148,11 +134,11 @@ export class DatabaseCredentialReconciler {
     const now = this.ctx.clock.now();
     const { namespace, name } = cred.metadata;
     const secretName = cred.spec.secretName ?? name;
-    const secret = await this.readSecret(namespace, secretName);
-    if (secret && !this.ownedBy(secret, cred)) {
+    const secret = await readSecret(this.ctx.client, this.ctx.informers.ownedSecrets, namespace, secretName);
+    if (secret && !isOwnedBy(secret, cred)) {
       return this.notReady(cred, cred.status ?? {}, 'SecretConflict', `Secret ${namespace}/${secretName} exists and is not owned by this DatabaseCredential; refusing to take it over`);
     }
-    const secretUser = decode(secret?.data?.username);
+    const secretUser = decodeKey(secret, 'username');
     let status: DatabaseCredentialStatus = { ...(cred.status ?? {}), roles: [...(cred.status?.roles ?? [])] };
 
     // 1. Settle what a crash or an earlier rotation left behind.
@@ -187,6 +173,8 @@ export class DatabaseCredentialReconciler {
       return active ? this.nextWake(status, now) : result;
     }
 
+    if (target.role.spec.static) return this.reconcileStatic(cred, status, target, secret, now);
+
     const specHash = this.specHash(cred, target.roleKey);
     const rotateRequest = cred.metadata.annotations?.[ROTATE_ANNOTATION];
     let why: string | undefined;
@@ -200,11 +188,59 @@ export class DatabaseCredentialReconciler {
     }
     if (why) return this.issue(cred, status, target, active, secret, why, specHash, rotateRequest, now);
 
-    // 5. Steady state: keep the Secret's extra keys in line with the template; report Ready.
+    // 5. Steady state: keep the Secret's extra keys in line with the template; finish a restart a crash
+    //    interrupted; report Ready.
     if (secret && active) await this.refreshSecret(cred, secret, target, active);
+    if (active?.issuedAt && status.restartedFor !== active.issuedAt) {
+      if (status.restartedFor === undefined) status.restartedFor = active.issuedAt;
+      else await this.ensureRestarted(cred, status, active.issuedAt);
+    }
     status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${active?.username} is valid until ${status.expiresAt}` });
     await this.commit(cred, status);
     return this.nextWake(status, now);
+  }
+
+  /**
+   * A credential of a static role delivers the one managed user with its current password. The role rotates the
+   * password; each rotation reaches this Secret (the role's password Secret is watched) and restarts the targets.
+   * Nothing is revoked: the user is not ours to drop.
+   */
+  private async reconcileStatic(cred: DatabaseCredential, status: DatabaseCredentialStatus, target: RoleTarget, secret: k8s.V1Secret | undefined, now: Date): Promise<Result> {
+    const { role } = target;
+    const username = role.spec.static?.username ?? '';
+    const pwSecret = role.status?.passwordSecretName
+      ? this.ctx.informers.ownedSecrets.get(keyOf(role.metadata.namespace, role.status.passwordSecretName))
+      : undefined;
+    const password = decodeKey(pwSecret, 'password');
+    // The time comes from the Secret that holds the password, so the two always match.
+    const rotatedAt = pwSecret?.metadata?.annotations?.[ROTATED_AT_ANNOTATION];
+    if (!password || !rotatedAt || decodeKey(pwSecret, PENDING_KEY) !== undefined) {
+      return this.notReady(cred, status, 'StaticPasswordNotReady', `DatabaseRole ${target.roleKey} has not finished setting the password of "${username}"`);
+    }
+    const next = role.status?.nextRotationTime;
+    const secretName = cred.spec.secretName ?? cred.metadata.name;
+    let data: Record<string, string>;
+    try {
+      // expires-at is when the password changes next; without a rotation period it does not expire.
+      data = this.secretData(cred, target.resolved, username, password, new Date(next ?? now));
+    } catch (err) {
+      if (err instanceof SecretTemplateError) return this.notReady(cred, status, 'InvalidSecretTemplate', err.message);
+      throw err;
+    }
+    if (!next) delete data['expires-at'];
+    const rotated = secret !== undefined && decodeKey(secret, 'password') !== password;
+    await this.writeSecret(cred, secretName, data, secret);
+    await this.deleteOldSecret(cred, status.secretName, secretName);
+    status = { ...status, username, issuedAt: rotatedAt, expiresAt: next, renewAt: undefined, secretName, binding: { name: secretName }, roles: [] };
+    // The first delivery needs no restart; afterwards each new rotatedAt restarts the targets once.
+    if (!secret || status.restartedFor === undefined) status.restartedFor = rotatedAt;
+    if (rotated) {
+      this.ctx.events.record(cred, 'Normal', 'Rotated', `the password of static user "${username}" was rotated at ${rotatedAt}`);
+    }
+    await this.ensureRestarted(cred, status, rotatedAt);
+    status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `static user ${username}; password set at ${rotatedAt}` });
+    await this.commit(cred, status);
+    return {};
   }
 
   /** Pending roles are adopted (the Secret has them) or revoked; retiring roles past their grace are revoked. */
@@ -221,7 +257,7 @@ export class DatabaseCredentialReconciler {
         if (prev) keep.push({ ...prev, state: 'retiring', revokeAfter: toRFC3339(now) });
         keep.push({ ...held, state: 'active' });
         status.username = held.username;
-        status.issuedAt = held.issuedAt;
+        status.issuedAt = held.issuedAt ? toRFC3339(new Date(held.issuedAt)) : undefined;
         status.expiresAt = held.expiresAt;
         changed = true;
         continue;
@@ -258,7 +294,6 @@ export class DatabaseCredentialReconciler {
     if (!allowed.some((p) => globMatch(p, cred.metadata.namespace))) {
       throw new NotReady('NamespaceNotAllowed', `DatabaseRole ${roleKey} does not allow namespace "${cred.metadata.namespace}" (allowedNamespaces)`);
     }
-    if (role.spec.static) throw new NotReady('StaticRoleNotSupported', `DatabaseRole ${roleKey} is a static role; static roles are not supported yet`);
     if (!isTrue(role.status?.conditions, 'Ready') || role.status?.observedGeneration !== role.metadata.generation) {
       const c = getCondition(role.status?.conditions, 'Ready');
       throw new NotReady('RoleNotReady', `DatabaseRole ${roleKey} is not Ready${c && c.status === 'False' ? `: ${c.reason}: ${c.message}` : ''}`);
@@ -326,7 +361,10 @@ export class DatabaseCredentialReconciler {
     const password = generatePassword(resolved.passwordLength);
     const expiresAt = new Date(now.getTime() + target.ttlMs);
     const issuedAt = toRFC3339(now);
-    const held: HeldRole = { username, state: 'pending', config: resolved.key, role: target.roleKey, issuedAt, expiresAt: toRFC3339(expiresAt) };
+    // The role's own issuedAt keeps milliseconds: it is also the restart stamp, unique even for two rotations
+    // within one second.
+    const stamp = now.toISOString();
+    const held: HeldRole = { username, state: 'pending', config: resolved.key, role: target.roleKey, issuedAt: stamp, expiresAt: toRFC3339(expiresAt) };
 
     // Intent first: if we die after CREATE ROLE, the next reconcile finds this entry and cleans up.
     status.roles = [...(status.roles ?? []), held];
@@ -352,7 +390,7 @@ export class DatabaseCredentialReconciler {
     const secretName = cred.spec.secretName ?? name;
     let data: Record<string, string>;
     try {
-      data = this.secretData(cred, resolved, username, password, expiresAt);
+      data = this.secretData(cred, resolved, username, password, this.loginDeadline(cred, now, expiresAt, target));
     } catch (err) {
       if (!(err instanceof SecretTemplateError)) throw err;
       // The role exists but cannot be delivered: revoke it now rather than leave it for the sweep.
@@ -360,9 +398,8 @@ export class DatabaseCredentialReconciler {
       status.roles = status.roles.filter((r) => r.username !== username);
       return this.notReady(cred, status, 'InvalidSecretTemplate', err.message);
     }
-    const previousSecretName = secret && secret.metadata?.name !== secretName ? secret.metadata?.name : undefined;
-    await this.writeSecret(cred, secretName, data, previousSecretName ? undefined : secret);
-    if (previousSecretName) await this.ctx.client.deleteSecret(namespace, previousSecretName, secret?.metadata?.uid);
+    await this.writeSecret(cred, secretName, data, secret);
+    await this.deleteOldSecret(cred, status.secretName, secretName);
 
     const grace = this.graceMs(cred);
     status.roles = status.roles.map((r) => {
@@ -380,6 +417,8 @@ export class DatabaseCredentialReconciler {
       binding: { name: secretName },
       issuedForHash: specHash,
       rotateRequest,
+      // A first issue needs no restart (pods starting now read the new Secret); a rotation restarts below.
+      restartedFor: previous ? status.restartedFor : stamp,
     });
     status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${username} is valid until ${status.expiresAt}` });
     status = withCondition(this.ctx, cred, status, { type: 'Expired', status: 'False', reason: 'Valid', message: 'the credential has not expired' });
@@ -392,11 +431,21 @@ export class DatabaseCredentialReconciler {
     if (previous) {
       this.ctx.events.record(cred, 'Normal', 'Rotated', `issued ${username} (${why}); ${previous.username} is revoked after ${formatDuration(grace)}`);
       await this.extendForGrace(resolved.admin, previous, new Date(now.getTime() + grace), role);
-      await this.restartTargets(cred, status, issuedAt);
+      await this.ensureRestarted(cred, status, stamp);
+      await this.commit(cred, status);
     } else {
       this.ctx.events.record(cred, 'Normal', 'Issued', `issued ${username}, valid until ${status.expiresAt}`);
     }
     return this.nextWake(status, now);
+  }
+
+  /**
+   * The Secret's expires-at: the latest time this login can work. Without rotation, the end of its lease; with
+   * rotation, issuedAt + maxTTL (renewals never pass it and a new login replaces it before). So renewals leave the
+   * Secret unchanged.
+   */
+  private loginDeadline(cred: DatabaseCredential, issuedAt: Date, leaseEnd: Date, target: RoleTarget): Date {
+    return cred.spec.rotation?.enabled === false ? leaseEnd : new Date(issuedAt.getTime() + target.maxTTLMs);
   }
 
   private graceMs(cred: DatabaseCredential): number {
@@ -415,21 +464,29 @@ export class DatabaseCredentialReconciler {
     );
   }
 
-  /** Restarts rollout targets once per rotation: the annotation value is the new role's issuedAt, so a repeat is a no-op. */
-  private async restartTargets(cred: DatabaseCredential, status: DatabaseCredentialStatus, issuedAt: string): Promise<void> {
-    const targets = cred.spec.rolloutRestartTargets ?? [];
-    if (!targets.length || status.restartedFor === issuedAt) return;
-    for (const t of targets) {
+  /**
+   * Restarts the rollout targets for the login issued at stamp, once: the pod-template annotation's value is stamp
+   * itself, so repeating the patch (after an operator restart) changes nothing and starts no second rollout.
+   */
+  private async ensureRestarted(cred: DatabaseCredential, status: DatabaseCredentialStatus, stamp: string): Promise<void> {
+    if (status.restartedFor === stamp) return;
+    for (const t of cred.spec.rolloutRestartTargets ?? []) {
       try {
-        await this.ctx.client.annotatePodTemplate(t.kind, cred.metadata.namespace, t.name, { [RESTARTED_AT_ANNOTATION]: issuedAt });
+        await this.ctx.client.annotatePodTemplate(t.kind, cred.metadata.namespace, t.name, { [RESTARTED_AT_ANNOTATION]: stamp });
+        this.ctx.logger.info('rollout restarted', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), target: `${t.kind}/${t.name}` });
       } catch (err) {
         const reason = isNotFound(err) ? 'RolloutTargetNotFound' : 'RolloutRestartFailed';
         this.ctx.events.record(cred, 'Warning', reason, `${t.kind} ${t.name}: ${apiErrorMessage(err)}`);
       }
     }
-    status.restartedFor = issuedAt;
-    const fresh = this.ctx.informers.credentials.get(keyOf(cred.metadata.namespace, cred.metadata.name));
-    if (fresh) await writeStatus(this.ctx, 'credential', fresh, { ...(fresh.status ?? {}), restartedFor: issuedAt }).catch(() => undefined);
+    status.restartedFor = stamp; // the caller commits
+  }
+
+  /** After secretName changed: the Secret under the old name goes (only if it is ours). */
+  private async deleteOldSecret(cred: DatabaseCredential, oldName: string | undefined, newName: string): Promise<void> {
+    if (!oldName || oldName === newName) return;
+    const old = await readSecret(this.ctx.client, this.ctx.informers.ownedSecrets, cred.metadata.namespace, oldName);
+    if (old && isOwnedBy(old, cred)) await this.ctx.client.deleteSecret(cred.metadata.namespace, oldName, old.metadata?.uid);
   }
 
   private async expire(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, secret: k8s.V1Secret | undefined): Promise<Result> {
@@ -452,15 +509,6 @@ export class DatabaseCredentialReconciler {
 
   // ---- the Secret ----
 
-  private async readSecret(namespace: string, name: string): Promise<k8s.V1Secret | undefined> {
-    // Our Secrets are in the label-filtered cache; anything else (a conflict) needs a read.
-    return this.ctx.informers.ownedSecrets.get(keyOf(namespace, name)) ?? (await this.ctx.client.getSecret(namespace, name));
-  }
-
-  private ownedBy(secret: k8s.V1Secret, cred: DatabaseCredential): boolean {
-    return (secret.metadata?.ownerReferences ?? []).some((o) => o.controller && o.uid === cred.metadata.uid);
-  }
-
   private secretData(cred: DatabaseCredential, resolved: ResolvedConfig, username: string, password: string, expiresAt: Date): Record<string, string> {
     const s = resolved.settings;
     return buildSecretData({
@@ -475,54 +523,29 @@ export class DatabaseCredentialReconciler {
     });
   }
 
-  private secretObject(cred: DatabaseCredential, name: string, data: Record<string, string>, resourceVersion?: string): k8s.V1Secret {
+  /** Writes the credential's Secret (create, or replace ours); a Secret someone else owns is a NotReady. */
+  private async writeSecret(cred: DatabaseCredential, name: string, data: Record<string, string>, existing: k8s.V1Secret | undefined): Promise<boolean> {
     const tpl = cred.spec.secretTemplate;
-    return {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: SECRET_TYPE,
-      metadata: {
-        name,
-        namespace: cred.metadata.namespace,
-        resourceVersion,
-        labels: { ...(tpl?.labels ?? {}), [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-        annotations: tpl?.annotations,
-        ownerReferences: [{ apiVersion: API_VERSION, kind: 'DatabaseCredential', name: cred.metadata.name, uid: cred.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
-      },
-      data: encode(data),
-    };
-  }
-
-  /** Creates the Secret, or replaces ours in one write (at the resourceVersion we read). */
-  private async writeSecret(cred: DatabaseCredential, name: string, data: Record<string, string>, existing: k8s.V1Secret | undefined): Promise<void> {
-    const ns = cred.metadata.namespace;
-    if (!existing) {
-      try {
-        await this.ctx.client.createSecret(ns, this.secretObject(cred, name, data));
-        return;
-      } catch (err) {
-        if (!isConflict(err)) throw err;
-        existing = await this.ctx.client.getSecret(ns, name);
-        if (!existing || !this.ownedBy(existing, cred)) throw new NotReady('SecretConflict', `Secret ${ns}/${name} appeared and is not ours`);
-      }
+    try {
+      return await writeOwnedSecret(this.ctx.client, cred, { name, type: SECRET_TYPE, data, labels: tpl?.labels, annotations: tpl?.annotations }, existing);
+    } catch (err) {
+      if (err instanceof SecretConflictError) throw new NotReady('SecretConflict', err.message);
+      throw err;
     }
-    await this.ctx.client.replaceSecret(ns, this.secretObject(cred, name, data, existing.metadata?.resourceVersion));
   }
 
   /** Template keys, labels or annotations changed: rewrite the Secret with the password it already holds. */
   private async refreshSecret(cred: DatabaseCredential, secret: k8s.V1Secret, target: RoleTarget, active: HeldRole): Promise<void> {
-    const password = decode(secret.data?.password);
+    const password = decodeKey(secret, 'password');
     if (password === undefined || !active.expiresAt) return;
     let data: Record<string, string>;
     try {
-      data = this.secretData(cred, target.resolved, active.username, password, new Date(cred.status?.expiresAt ?? active.expiresAt));
+      data = this.secretData(cred, target.resolved, active.username, password, new Date(decodeKey(secret, 'expires-at') ?? active.expiresAt));
     } catch (err) {
       if (err instanceof SecretTemplateError) throw new NotReady('InvalidSecretTemplate', err.message);
       throw err;
     }
-    const want = this.secretObject(cred, secret.metadata?.name ?? '', data, secret.metadata?.resourceVersion);
-    if (sameStrings(want.data, secret.data) && sameStrings(want.metadata?.labels, secret.metadata?.labels) && sameStrings(want.metadata?.annotations, secret.metadata?.annotations)) return;
-    await this.ctx.client.replaceSecret(cred.metadata.namespace, want);
+    await this.writeSecret(cred, secret.metadata?.name ?? '', data, secret);
   }
 
   // ---- status ----

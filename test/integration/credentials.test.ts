@@ -90,7 +90,8 @@ describe('dynamic credentials', function () {
     assert.equal(owner?.blockOwnerDeletion, true);
     assert.ok(cred.status?.expiresAt && cred.status.issuedAt);
     assert.equal(new Date(cred.status.expiresAt).getTime() - new Date(cred.status.issuedAt).getTime(), 10 * 60_000);
-    assert.equal(data['expires-at'], cred.status.expiresAt);
+    // With rotation on (the default), expires-at is the latest this login can work: issuedAt + the role's maxTTL.
+    assert.equal(new Date(data['expires-at'] ?? '').getTime() - new Date(cred.status.issuedAt).getTime(), 24 * 3600_000);
     assert.deepEqual(cred.status?.binding, { name: 'app' });
     assert.ok(cred.metadata.finalizers?.includes('dbcred.dev/revoke-roles'));
     // PostgreSQL's own backstop: VALID UNTIL is the lease end.

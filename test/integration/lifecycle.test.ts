@@ -1,0 +1,239 @@
+// The full capability set on top of issuing: renewal, rotation with overlap, rollout restarts, static roles,
+// root rotation, username and password policies. Short TTLs, real API server, real PostgreSQL.
+import assert from 'node:assert/strict';
+import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import {
+  OperatorProcess,
+  apply,
+  connectionFromSecret,
+  credentialObject,
+  getObject,
+  platformObjects,
+  readSecretData,
+  waitForCondition,
+} from './operator.js';
+
+describe('renewal, rotation, static roles, root rotation, policies', function () {
+  this.timeout(120_000);
+  let env: TestEnv;
+  let ns: string;
+  let operator: OperatorProcess;
+
+  const validUntil = async (username: string) =>
+    new Date((await queryAs(env.postgres.connection, `SELECT rolvaliduntil FROM pg_roles WHERE rolname = '${username}'`)).rows[0]?.rolvaliduntil);
+  const roleExists = async (username: string) =>
+    (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username}'`)).rowCount === 1;
+  const getCred = (name: string) => getObject<DatabaseCredential>(env, 'databasecredentials', ns, name);
+  const secretOf = async (name: string) => {
+    const data = await readSecretData(env, ns, name);
+    assert.ok(data, `Secret ${name} exists`);
+    return data;
+  };
+
+  before(async function () {
+    this.timeout(600_000);
+    env = await testEnv();
+    ns = await createNamespace(env, 'life');
+    operator = new OperatorProcess(env);
+    operator.start();
+    await operator.waitReady();
+    await apply(env, ns, platformObjects(env, { role: 'short', roleExtra: { defaultTTL: '4s', maxTTL: '1h' } }));
+    await apply(env, ns, platformObjects(env, { role: 'capped', roleExtra: { defaultTTL: '3s', maxTTL: '4s' } }).slice(2));
+    await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'pg', 'Ready', 'True');
+    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'short', 'Ready', 'True');
+    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'capped', 'Ready', 'True');
+  });
+
+  after(async () => {
+    await operator?.stop();
+    if (process.env.OPERATOR_LOG) (await import('node:fs')).writeFileSync(process.env.OPERATOR_LOG, operator.output);
+  });
+
+  it('renews the lease before it ends without changing the Secret', async () => {
+    await apply(env, ns, [credentialObject('renewed', { roleRef: { name: 'short' }, rotation: { renewalPercent: 50 } })]);
+    const first = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'renewed', 'Ready', 'True');
+    const before = await secretOf('renewed');
+    const firstExpiry = new Date(first.status?.expiresAt ?? 0);
+    await waitFor('a renewal', async () => new Date((await getCred('renewed'))?.status?.expiresAt ?? 0) > firstExpiry, { timeoutMs: 15_000, intervalMs: 100 });
+    const renewed = await getCred('renewed');
+    assert.equal(renewed?.status?.username, first.status?.username, 'same login');
+    assert.deepEqual(await secretOf('renewed'), before, 'the Secret did not change');
+    assert.ok(new Date(renewed?.status?.renewAt ?? 0) > new Date(first.status?.renewAt ?? 0), 'renewAt moved too');
+    const until = await validUntil(before.username ?? '');
+    assert.ok(until > firstExpiry, `VALID UNTIL was extended (${until.toISOString()} > ${firstExpiry.toISOString()})`);
+    // Several renewals later it still logs in with the same Secret.
+    await new Promise((r) => setTimeout(r, 5000));
+    assert.equal(await loginError(connectionFromSecret(before)), undefined);
+  });
+
+  it('rotates when maxTTL stops renewal: both logins work during the grace period, the old one fails after', async () => {
+    await apply(env, ns, [credentialObject('rotated', { roleRef: { name: 'capped' }, rotation: { renewalPercent: 50, gracePeriod: '4s' } })]);
+    await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'rotated', 'Ready', 'True');
+    const oldData = await secretOf('rotated');
+    await waitFor('a rotation', async () => (await readSecretData(env, ns, 'rotated'))?.username !== oldData.username, { timeoutMs: 15_000, intervalMs: 100 });
+    const newData = await secretOf('rotated');
+    assert.notEqual(newData.password, oldData.password);
+    assert.equal(await loginError(connectionFromSecret(newData)), undefined, 'the new login works');
+    assert.equal(await loginError(connectionFromSecret(oldData)), undefined, 'the old login still works during the grace period');
+    const cred = await getCred('rotated');
+    assert.deepEqual(cred?.status?.roles?.map((r) => r.state).sort(), ['active', 'retiring']);
+    await waitFor('the old role to be revoked after the grace period', async () => !(await roleExists(oldData.username ?? '')), { timeoutMs: 15_000, intervalMs: 200 });
+    assert.equal(await loginError(connectionFromSecret(oldData)), '28P01');
+  });
+
+  it('rotates on a new value of the dbcred.dev/rotate annotation and restarts the Deployment once', async () => {
+    await env.kubectl(['-n', ns, 'create', 'deployment', 'api', '--image=registry.example/api:1']);
+    await waitFor('the first ReplicaSet', async () => (await env.apps.listNamespacedReplicaSet({ namespace: ns, labelSelector: 'app=api' })).items.length === 1, { timeoutMs: 30_000 });
+    await apply(env, ns, [credentialObject('annotated', { roleRef: { name: 'short' }, ttl: '1h', rolloutRestartTargets: [{ kind: 'Deployment', name: 'api' }] })]);
+    const first = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'annotated', 'Ready', 'True');
+    const oldData = await secretOf('annotated');
+    const deploymentBefore = await env.apps.readNamespacedDeployment({ namespace: ns, name: 'api' });
+    assert.equal(deploymentBefore.spec?.template.metadata?.annotations?.['dbcred.dev/restartedAt'], undefined, 'a first issue restarts nothing');
+
+    await env.kubectl(['-n', ns, 'annotate', 'databasecredential', 'annotated', 'dbcred.dev/rotate=now-1']);
+    await waitFor('a rotation', async () => (await getCred('annotated'))?.status?.username !== first.status?.username, { timeoutMs: 15_000, intervalMs: 100 });
+    const rotated = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'annotated', 'Ready', 'True');
+    const newData = await secretOf('annotated');
+    assert.equal(newData.username, rotated.status?.username);
+    assert.equal(await loginError(connectionFromSecret(newData)), undefined);
+    assert.equal(await loginError(connectionFromSecret(oldData)), undefined, 'default grace (5m): the old login still works');
+
+    await waitFor('the Deployment to be restarted', async () => {
+      const d = await env.apps.readNamespacedDeployment({ namespace: ns, name: 'api' });
+      const stamp = rotated.status?.roles?.find((r) => r.state === 'active')?.issuedAt;
+      return stamp !== undefined && d.spec?.template.metadata?.annotations?.['dbcred.dev/restartedAt'] === stamp;
+    }, { timeoutMs: 15_000 });
+    await waitFor('a new ReplicaSet', async () => (await env.apps.listNamespacedReplicaSet({ namespace: ns, labelSelector: 'app=api' })).items.length === 2, { timeoutMs: 30_000 });
+
+    // An operator restart does not restart the workload again for the same rotation.
+    await operator.stop();
+    operator.start();
+    await operator.waitReady();
+    await waitForCondition(env, 'databasecredentials', ns, 'annotated', 'Ready', 'True');
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal((await env.apps.listNamespacedReplicaSet({ namespace: ns, labelSelector: 'app=api' })).items.length, 2);
+    assert.equal((await getCred('annotated'))?.status?.username, rotated.status?.username, 'no second rotation either');
+  });
+
+  it('manages a static user: its password rotates and every referencing Secret follows', async () => {
+    const user = `app_static_${process.pid}`;
+    await queryAs(env.postgres.connection, `CREATE ROLE "${user}" LOGIN PASSWORD 'initial-password-1'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "${user}"`);
+    await apply(env, ns, [{
+      apiVersion: 'dbcred.dev/v1alpha1',
+      kind: 'DatabaseRole',
+      metadata: { name: 'static' },
+      spec: { configRef: { name: 'pg' }, static: { username: user, rotationPeriod: '5s' } },
+    }]);
+    const role = await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'static', 'Ready', 'True');
+    assert.ok(role.status?.lastRotationTime);
+    assert.equal(await loginError({ ...env.postgres.connection, user, password: 'initial-password-1' }), '28P01', 'rotated on first sight');
+    await apply(env, ns, [
+      credentialObject('static-a', { roleRef: { name: 'static' } }),
+      credentialObject('static-b', { roleRef: { name: 'static' } }),
+    ]);
+    await waitForCondition(env, 'databasecredentials', ns, 'static-a', 'Ready', 'True');
+    await waitForCondition(env, 'databasecredentials', ns, 'static-b', 'Ready', 'True');
+    const a1 = await secretOf('static-a');
+    assert.equal(a1.username, user);
+    assert.equal((await secretOf('static-b')).password, a1.password);
+    assert.equal(await loginError(connectionFromSecret(a1)), undefined);
+
+    await waitFor('the next rotation to reach both Secrets', async () => {
+      const [a, b] = [await readSecretData(env, ns, 'static-a'), await readSecretData(env, ns, 'static-b')];
+      return a?.password !== a1.password && a?.password === b?.password;
+    }, { timeoutMs: 20_000, intervalMs: 200 });
+    const a2 = await secretOf('static-a');
+    assert.equal(await loginError(connectionFromSecret(a2)), undefined, 'the new password logs in');
+    assert.equal(await loginError(connectionFromSecret(a1)), '28P01', 'the old password fails');
+
+    // Deleting a credential never drops the static user.
+    await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'static-a', '--wait=true', '--timeout=60s']);
+    assert.equal(await roleExists(user), true);
+  });
+
+  it('rotates the root password without losing it, and keeps issuing', async () => {
+    const admin = `dbadmin_${process.pid}`;
+    await queryAs(env.postgres.connection, `CREATE ROLE "${admin}" LOGIN CREATEROLE PASSWORD 'root-password-1'`);
+    const pg = env.postgres.connection;
+    await apply(env, ns, [
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'admin-root' }, stringData: { username: admin, password: 'root-password-1' } },
+      {
+        apiVersion: 'dbcred.dev/v1alpha1',
+        kind: 'DatabaseConfig',
+        metadata: { name: 'rotating' },
+        spec: {
+          connectionURL: `postgresql://{{username}}:{{password}}@${pg.host}:${pg.port}/${pg.database}?sslmode=disable`,
+          rootCredentialsSecretRef: { name: 'admin-root' },
+          allowedRoles: ['plain'],
+        },
+      },
+      {
+        apiVersion: 'dbcred.dev/v1alpha1',
+        kind: 'DatabaseRole',
+        metadata: { name: 'plain' },
+        spec: { configRef: { name: 'rotating' }, creationStatements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`] },
+      },
+    ]);
+    await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'Ready', 'True');
+    await env.kubectl(['-n', ns, 'annotate', 'databaseconfig', 'rotating', 'dbcred.dev/rotate-root=1']);
+    await waitFor('lastRootRotationTime', async () => Boolean((await getObject<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating'))?.status?.lastRootRotationTime), { timeoutMs: 20_000 });
+    const root = await secretOf('admin-root');
+    assert.notEqual(root.password, 'root-password-1');
+    assert.equal(root['password.pending'], undefined, 'the pending password was promoted');
+    assert.equal(await loginError({ ...pg, user: admin, password: root.password ?? '' }), undefined, 'the Secret logs in');
+    assert.equal(await loginError({ ...pg, user: admin, password: 'root-password-1' }), '28P01', 'the old root password fails');
+    await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'Ready', 'True');
+    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'plain', 'Ready', 'True');
+    await apply(env, ns, [credentialObject('after-root', { roleRef: { name: 'plain' } })]);
+    await waitForCondition(env, 'databasecredentials', ns, 'after-root', 'Ready', 'True');
+    assert.equal(await loginError(connectionFromSecret(await secretOf('after-root'))), undefined);
+  });
+
+  it('makes usernames and passwords as the config\'s template and policy say', async () => {
+    const pg = env.postgres.connection;
+    await apply(env, ns, [{
+      apiVersion: 'dbcred.dev/v1alpha1',
+      kind: 'DatabaseConfig',
+      metadata: { name: 'custom' },
+      spec: {
+        connectionURL: `postgresql://{{username}}:{{password}}@${pg.host}:${pg.port}/${pg.database}?sslmode=disable`,
+        rootCredentialsSecretRef: { name: 'pg-root' },
+        allowedRoles: ['*'],
+        usernameTemplate: 'svc_{{namespace|truncate 4}}_{{credential|lowercase}}_{{random 6|lowercase}}',
+        passwordPolicy: { length: 20 },
+      },
+    }, { ...(platformObjects(env, { config: 'custom', role: 'custom-reader' })[2] as object) }]);
+    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'custom-reader', 'Ready', 'True');
+    await apply(env, ns, [credentialObject('Tpl-App'.toLowerCase(), { roleRef: { name: 'custom-reader' } })]);
+    await waitForCondition(env, 'databasecredentials', ns, 'tpl-app', 'Ready', 'True');
+    const data = await secretOf('tpl-app');
+    assert.match(data.username ?? '', new RegExp(`^svc_${ns.slice(0, 4)}_tpl-app_[a-z0-9]{6}$`));
+    assert.equal(data.password?.length, 20);
+    assert.match(data.password ?? '', /[a-z]/);
+    assert.match(data.password ?? '', /[A-Z]/);
+    assert.match(data.password ?? '', /[0-9]/);
+    assert.match(data.password ?? '', /^[A-Za-z0-9-]+$/);
+    assert.equal(await loginError(connectionFromSecret(data)), undefined);
+  });
+
+  it('refuses a username template that cannot make a valid role name', async () => {
+    const pg = env.postgres.connection;
+    await apply(env, ns, [{
+      apiVersion: 'dbcred.dev/v1alpha1',
+      kind: 'DatabaseConfig',
+      metadata: { name: 'reserved' },
+      spec: {
+        connectionURL: `postgresql://{{username}}:{{password}}@${pg.host}:${pg.port}/${pg.database}`,
+        rootCredentialsSecretRef: { name: 'pg-root' },
+        usernameTemplate: 'pg_{{random 8}}',
+      },
+    }]);
+    const config = await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'reserved', 'Ready', 'False', 'InvalidUsernameTemplate');
+    assert.match(config.status?.conditions?.[0]?.message ?? '', /pg_/);
+    await assert.rejects(apply(env, ns, [{
+      apiVersion: 'dbcred.dev/v1alpha1', kind: 'DatabaseConfig', metadata: { name: 'bogus' },
+      spec: { connectionURL: 'postgresql://{{username}}:{{password}}@h/db', rootCredentialsSecretRef: { name: 'pg-root' }, usernameTemplate: 'v-{{bogus}}' },
+    }]), /usernameTemplate/);
+  });
+});
