@@ -8,6 +8,7 @@ import { Controller } from './controller/controller.js';
 import { KubeClient, apiErrorMessage, type KindKey } from './k8s/client.js';
 import { EventRecorder } from './k8s/events.js';
 import { ResilientInformer, objectKey } from './k8s/informer.js';
+import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
 import { createLogger } from './logger.js';
 import { PoolRegistry } from './postgres/pool.js';
@@ -141,8 +142,12 @@ async function main(): Promise<void> {
         .listen(settings.healthPort)
     : undefined;
 
+  const elector = settings.leaderElection
+    ? new LeaderElector({ client, logger, namespace: settings.leaseNamespace, name: settings.leaseName, identity: settings.identity })
+    : undefined;
+
   let stopping = false;
-  const shutdown = async (signal: string) => {
+  const shutdown = async (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     logger.info('shutting down', { signal });
@@ -151,21 +156,28 @@ async function main(): Promise<void> {
     rootSecrets.stopAll();
     await Promise.allSettled([configCtl?.stop(), roleCtl.stop(), credCtl.stop()]);
     await ctx.pools.closeAll();
+    await elector?.release();
     server?.close();
     logger.info('stopped');
-    process.exit(0);
+    process.exit(code);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: apiErrorMessage(reason) }));
 
-  logger.info('starting', { watchNamespace: ns || '(all)', workers: settings.workers });
-  // Controllers first (they wait for keys), then caches: every cached object is enqueued once as it is listed.
+  logger.info('starting', { watchNamespace: ns || '(all)', workers: settings.workers, leaderElection: settings.leaderElection });
+  // Caches fill (and enqueue every object) whether or not we lead: a standby is warm when it takes over.
+  await Promise.all(Object.values(informers).map((inf) => inf.start()));
+  ready = true;
+  if (elector) {
+    logger.info('caches synced; waiting for leadership', { lease: `${settings.leaseNamespace}/${settings.leaseName}` });
+    // Leadership lost means another replica may act: stop at once rather than race it.
+    await elector.run(() => void shutdown('lost leadership', 1));
+  }
+  if (stopping) return;
   configCtl.start();
   roleCtl.start();
   credCtl.start();
-  await Promise.all(Object.values(informers).map((inf) => inf.start()));
-  ready = true;
   sweeper.start();
   logger.info('caches synced; operator ready', {
     configs: informers.configs.list().length,
