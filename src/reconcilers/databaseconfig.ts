@@ -104,7 +104,7 @@ export class DatabaseConfigReconciler {
   }
 
   async reconcile(key: string): Promise<Result> {
-    const { namespace, name } = splitKey(key);
+    const { namespace } = splitKey(key);
     const config = this.ctx.informers.configs.get(key);
     if (!config || config.metadata.deletionTimestamp) {
       // Gone: drop its pool and watches. Credentials that still hold roles keep the finalizer until revoked.

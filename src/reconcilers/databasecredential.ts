@@ -8,10 +8,7 @@ import { createHash } from 'node:crypto';
 import { getCondition, isTrue } from '../api/conditions.js';
 import { formatDuration, parseDuration, toRFC3339 } from '../api/duration.js';
 import {
-  API_VERSION,
   CREDENTIAL_FINALIZER,
-  MANAGED_BY_LABEL,
-  MANAGED_BY_VALUE,
   RESTARTED_AT_ANNOTATION,
   ROTATE_ANNOTATION,
   type DatabaseCredential,
@@ -27,7 +24,7 @@ import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
 import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
 import { SECRET_TYPE, SecretTemplateError, buildSecretData } from '../secrets/secretData.js';
-import { NotReady, globMatch, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import { NotReady, globMatch, keyOf, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import { PENDING_KEY, ROTATED_AT_ANNOTATION, configForRole } from './databaserole.js';
 
 const DEFAULT_TTL = '1h';

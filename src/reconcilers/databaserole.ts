@@ -184,7 +184,7 @@ export class DatabaseRoleReconciler {
     let n = 0;
     for (const cred of this.ctx.informers.credentials.list()) {
       const ref = cred.spec.roleRef;
-      if (ref.name === name && (ref.namespace ?? cred.metadata.namespace) === namespace && cred.status?.roles?.some((r) => r.state === 'active')) n++;
+      if (ref.name === name && (ref.namespace ?? cred.metadata.namespace) === namespace && isTrue(cred.status?.conditions, 'Ready')) n++;
     }
     return n;
   }

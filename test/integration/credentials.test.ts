@@ -52,7 +52,6 @@ describe('dynamic credentials', function () {
 
   after(async () => {
     await operator?.stop();
-    if (process.env.OPERATOR_LOG) (await import('node:fs')).writeFileSync(process.env.OPERATOR_LOG, operator.output);
   });
 
   it('reports the config Ready with the server version', async () => {

@@ -47,7 +47,6 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
 
   after(async () => {
     await operator?.stop();
-    if (process.env.OPERATOR_LOG) (await import('node:fs')).writeFileSync(process.env.OPERATOR_LOG, operator.output);
   });
 
   it('renews the lease before it ends without changing the Secret', async () => {

@@ -1,6 +1,7 @@
 // The operator as the real process a user runs (node dist/src/main.js), plus helpers to apply objects and wait
 // for what a user would wait for with kubectl.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 import yaml from 'js-yaml';
 import type { Condition, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
@@ -35,9 +36,11 @@ export class OperatorProcess {
     });
   }
 
-  /** SIGTERM and wait: a clean shutdown. */
+  /** SIGTERM and wait: a clean shutdown. With OPERATOR_LOG_DIR set, the log is kept there for a look. */
   async stop(): Promise<void> {
     await this.signal('SIGTERM');
+    const dir = process.env.OPERATOR_LOG_DIR;
+    if (dir) appendFileSync(path.join(dir, `operator-${process.pid}.log`), this.output);
   }
 
   /** SIGKILL: a crash at whatever point it is. */
