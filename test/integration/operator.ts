@@ -1,7 +1,7 @@
 // The operator as the real process a user runs (node dist/src/main.js), plus helpers to apply objects and wait
 // for what a user would wait for with kubectl.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import yaml from 'js-yaml';
 import type { Condition, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
@@ -9,7 +9,10 @@ import { REPO_ROOT } from '../env/controlplane.js';
 import type { PostgresConnection } from '../env/postgres.js';
 import { waitFor, type TestEnv } from './harness.js';
 
+let instances = 0;
+
 export class OperatorProcess {
+  private readonly id = ++instances;
   private child: ChildProcess | undefined;
   /** Everything the operator printed, across restarts (for the no-secrets-in-logs check). */
   output = '';
@@ -40,7 +43,7 @@ export class OperatorProcess {
   async stop(): Promise<void> {
     await this.signal('SIGTERM');
     const dir = process.env.OPERATOR_LOG_DIR;
-    if (dir) appendFileSync(path.join(dir, `operator-${process.pid}.log`), this.output);
+    if (dir) writeFileSync(path.join(dir, `operator-${process.pid}-${this.id}.log`), this.output);
   }
 
   /** SIGKILL: a crash at whatever point it is. */
