@@ -63,11 +63,28 @@ async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Keeps this transaction's statements (which carry a password or verifier) out of the server log, where the
+ * admin may do so: log_statement and log_min_error_statement are superuser settings (or GRANT SET ON PARAMETER,
+ * PostgreSQL 15+). Without that privilege the statements run anyway; the verifier, never the plaintext, is what
+ * a log_statement=ddl server then records.
+ */
+async function quietLogs(client: pg.PoolClient): Promise<void> {
+  await client.query('SAVEPOINT dbcred_quiet');
+  try {
+    await client.query("SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = 'panic'");
+    await client.query('RELEASE SAVEPOINT dbcred_quiet');
+  } catch {
+    await client.query('ROLLBACK TO SAVEPOINT dbcred_quiet');
+  }
+}
+
+async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, opts: { ddlLock?: boolean; quiet?: boolean } = {}): Promise<T> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
+    if (opts.quiet) await quietLogs(client);
+    if (opts.ddlLock !== false) await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
@@ -113,7 +130,7 @@ export class RoleAdmin {
         inTransaction(this.pool, async (client) => {
           for (const statement of sql) await client.query(statement);
           await client.query(commentOnRole(req.username, req.marker));
-        }),
+        }, { quiet: true }),
       );
     } catch (err) {
       if (req.rollbackStatements?.length) {
@@ -130,6 +147,7 @@ export class RoleAdmin {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      await quietLogs(client);
       for (const statement of renderStatements(statements, sample)) await client.query(statement);
     } catch (err) {
       throw wrap(err, 'checking statements', [sample.password]);
@@ -153,12 +171,9 @@ export class RoleAdmin {
     const sql = renderStatements(statements, { name: username, password: passwordForSQL });
     try {
       // No DDL lock: a password change does not collide with GRANTs, and root rotation must not wait behind issues.
-      const client = await this.pool.connect();
-      try {
+      await inTransaction(this.pool, async (client) => {
         for (const statement of sql) await client.query(statement);
-      } finally {
-        client.release();
-      }
+      }, { ddlLock: false, quiet: true });
     } catch (err) {
       throw wrap(err, 'setting password', [passwordForSQL]);
     }

@@ -108,7 +108,9 @@ export class PostgresServer {
       command: findPgBinary('postgres'),
       args: ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1',
         '-c', `unix_socket_directories=${this.socketDir}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off',
-        '-c', 'full_page_writes=off', '-c', 'max_connections=200', '-c', 'password_encryption=scram-sha-256'],
+        '-c', 'full_page_writes=off', '-c', 'max_connections=200', '-c', 'password_encryption=scram-sha-256',
+        // Log every statement, as a strict audit setup would: tests check that no secret reaches this log.
+        '-c', 'log_statement=all', '-c', 'logging_collector=off'],
       logFile: this.logFile,
       ...this.identity,
     });

@@ -1,6 +1,7 @@
 // Dynamic credentials end to end, against the real API server and PostgreSQL: what a platform team applies, what a
 // pod would read from the Secret, and what PostgreSQL then lets it do.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
@@ -268,12 +269,40 @@ describe('dynamic credentials', function () {
     await assert.rejects(apply(env, ns, [credentialObject('noref', {})]), /roleRef/);
   });
 
-  it('never logs a password, verifier or credential-bearing URL', () => {
+  it('keeps the finalizer and says why while revocation fails, then finishes when PostgreSQL is back', async () => {
+    await apply(env, ns, [credentialObject('stuck', { roleRef: { name: 'reader' } })]);
+    const { data } = await issued('stuck');
+    await env.postgres.stop();
+    try {
+      await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'stuck', '--wait=false']);
+      const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'stuck', 'Ready', 'False', 'RevocationFailed');
+      assert.ok(cred.metadata.deletionTimestamp);
+      assert.ok(cred.metadata.finalizers?.includes('dbcred.dev/revoke-roles'), 'the finalizer stays');
+      assert.match(condition(cred, 'Ready')?.message ?? '', new RegExp(data.username ?? 'x'));
+    } finally {
+      await env.postgres.start();
+    }
+    await waitFor('the credential to be gone', async () => (await getObject(env, 'databasecredentials', ns, 'stuck')) === undefined, { timeoutMs: 60_000, intervalMs: 250 });
+    assert.equal(await roleExists(data.username ?? ''), false);
+  });
+
+  it('never logs a password, verifier or credential-bearing URL', async () => {
     assert.ok(passwordsSeen.size > 5, 'the suite saw passwords to look for');
     assert.ok(operator.output.length > 1000, 'the operator logged');
     for (const pw of passwordsSeen) assert.equal(operator.output.includes(pw), false, 'a password appears in the operator log');
     assert.equal(operator.output.includes(env.postgres.password), false, 'the root password appears in the operator log');
     assert.doesNotMatch(operator.output, /SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{8}/);
     assert.doesNotMatch(operator.output, /postgres(ql)?:\/\/[^:\s"]+:[^*\s"@]+@/);
+
+    // Nor in Events, nor in PostgreSQL's own log (the test server runs with log_statement=all).
+    const events = await env.kubectl(['get', 'events', '-A', '-o', 'json']);
+    assert.match(events, /dbcred-operator/, 'the operator recorded events');
+    const pgLog = readFileSync(env.postgres.logFile, 'utf8');
+    assert.match(pgLog, /CREATE TABLE IF NOT EXISTS public.items/, 'the server log records statements');
+    for (const pw of passwordsSeen) {
+      assert.equal(events.includes(pw), false, 'a password appears in an Event');
+      assert.equal(pgLog.includes(pw), false, 'a password appears in the PostgreSQL log');
+    }
+    assert.doesNotMatch(pgLog, /SCRAM-SHA-256\$4096:/, 'a verifier appears in the PostgreSQL log');
   });
 });
