@@ -131,7 +131,10 @@ export class DatabaseCredentialReconciler {
     const now = this.ctx.clock.now();
     const { namespace, name } = cred.metadata;
     const secretName = cred.spec.secretName ?? name;
-    const secret = await readSecret(this.ctx.client, this.ctx.informers.ownedSecrets, namespace, secretName);
+    // The cache may lag behind our own last write. Where it disagrees with status, read the Secret live: acting
+    // on a stale copy would rotate (or revoke) a login that is in fact current.
+    let secret = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
+    if (!secret || decodeKey(secret, 'username') !== cred.status?.username) secret = await this.ctx.client.getSecret(namespace, secretName);
     if (secret && !isOwnedBy(secret, cred)) {
       return this.notReady(cred, cred.status ?? {}, 'SecretConflict', `Secret ${namespace}/${secretName} exists and is not owned by this DatabaseCredential; refusing to take it over`);
     }
@@ -242,6 +245,12 @@ export class DatabaseCredentialReconciler {
 
   /** Pending roles are adopted (the Secret has them) or revoked; retiring roles past their grace are revoked. */
   private async settle(cred: DatabaseCredential, status: DatabaseCredentialStatus, secretUser: string | undefined, now: Date): Promise<{ status: DatabaseCredentialStatus; changed: boolean }> {
+    // Revoking a pending role is only safe on the newest status: a cached copy from before our own last write
+    // could list as pending a role that is already active. Confirm with a live read, else run again.
+    if (status.roles?.some((r) => r.state === 'pending' && r.username !== secretUser)) {
+      const live = await this.ctx.client.getResource<DatabaseCredential>('credential', cred.metadata.namespace, cred.metadata.name);
+      if (live?.metadata.resourceVersion !== cred.metadata.resourceVersion) throw new Conflict('cached credential is stale');
+    }
     let changed = false;
     const keep: HeldRole[] = [];
     const errors: string[] = [];
