@@ -18,6 +18,26 @@ import { DatabaseCredentialReconciler } from './reconcilers/databasecredential.j
 import { DatabaseRoleReconciler } from './reconcilers/databaserole.js';
 import { OrphanSweeper } from './reconcilers/orphans.js';
 
+type Resource = DatabaseConfig | DatabaseRole | DatabaseCredential;
+
+function readyStatus(obj: Resource | undefined): string | undefined {
+  const c = obj?.status?.conditions?.find((x) => x.type === 'Ready');
+  return c ? `${c.status}/${c.observedGeneration ?? ''}` : undefined;
+}
+
+/** A MODIFIED event that only our own status write caused: nothing for the object's own reconciler to do. */
+function onlyStatusChanged(old: Resource | undefined, obj: Resource): boolean {
+  if (!old) return false;
+  const meta = (o: Resource) =>
+    JSON.stringify([o.metadata.generation, o.metadata.annotations, o.metadata.labels, o.metadata.finalizers, o.metadata.deletionTimestamp]);
+  return meta(old) === meta(obj);
+}
+
+/** Dependents care when the object's spec, readiness or existence changed, not about every status write. */
+function changedForDependents(old: Resource | undefined, obj: Resource): boolean {
+  return !old || old.metadata.generation !== obj.metadata.generation || readyStatus(old) !== readyStatus(obj);
+}
+
 async function main(): Promise<void> {
   let settings;
   try {
@@ -91,25 +111,28 @@ async function main(): Promise<void> {
     informers.credentials.list().filter((c) => keyOf(c.spec.roleRef.namespace ?? c.metadata.namespace, c.spec.roleRef.name) === roleKey);
   const rolesOfConfig = (configKey: string) =>
     informers.roles.list().filter((r) => keyOf(r.metadata.namespace, r.spec.configRef.name) === configKey);
-  informers.configs.on((obj, event) => {
+  informers.configs.on((obj, event, old) => {
     const key = objectKey(obj);
-    configCtl?.enqueue(key);
-    if (event === 'RESYNC') return;
+    if (event !== 'MODIFIED' || !onlyStatusChanged(old, obj)) configCtl?.enqueue(key);
+    if (event === 'RESYNC' || !(changedForDependents(old, obj))) return;
     for (const role of rolesOfConfig(key)) {
       roleCtl.enqueue(objectKey(role));
       for (const c of credentialsOfRole(objectKey(role))) credCtl.enqueue(objectKey(c));
     }
   });
-  informers.roles.on((obj, event) => {
+  informers.roles.on((obj, event, old) => {
     const key = objectKey(obj);
-    roleCtl.enqueue(key);
-    if (event === 'RESYNC') return;
+    if (event !== 'MODIFIED' || !onlyStatusChanged(old, obj)) roleCtl.enqueue(key);
+    if (event === 'RESYNC' || !changedForDependents(old, obj)) return;
     for (const c of credentialsOfRole(key)) credCtl.enqueue(objectKey(c));
   });
-  informers.credentials.on((obj) => {
-    credCtl.enqueue(objectKey(obj));
+  informers.credentials.on((obj, event, old) => {
+    // Our own status writes need no second look; spec, metadata and deletion do.
+    if (event !== 'MODIFIED' || !onlyStatusChanged(old, obj)) credCtl.enqueue(objectKey(obj));
     // The role's activeCredentials count: collapse bursts into one role reconcile a second later.
-    roleCtl.enqueueAfter(keyOf(obj.spec.roleRef.namespace ?? obj.metadata.namespace, obj.spec.roleRef.name), 1000);
+    if (event !== 'RESYNC' && readyStatus(old) !== readyStatus(obj)) {
+      roleCtl.enqueueAfter(keyOf(obj.spec.roleRef.namespace ?? obj.metadata.namespace, obj.spec.roleRef.name), 1000);
+    }
   });
   informers.ownedSecrets.on((secret, event) => {
     if (event === 'RESYNC') return;

@@ -2,12 +2,39 @@
 // workloads we restart. Every call is counted (for /metrics and the benchmark). Errors are ApiException from
 // client-node: use apiErrorMessage() to log them, never the error itself (its message carries the body).
 import * as k8s from '@kubernetes/client-node';
+import type http from 'node:http';
+import type https from 'node:https';
 import { API_VERSION, GROUP, KINDS, VERSION, type AnyResource } from '../api/types.js';
 import { redactText } from '../logger.js';
 
 export type KindKey = keyof typeof KINDS;
 
 const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+
+type AgentFactory = (cluster: k8s.Cluster | null, options: https.AgentOptions) => http.Agent;
+
+/**
+ * client-node 1.4 builds a new https.Agent for every request (KubeConfig.createAgent, private), so no connection
+ * is ever reused and each call pays a TCP + TLS handshake: measured here at 16.7 ms a GET instead of 4.2 ms.
+ * Every request path (generated clients, Watch) goes through createAgent: hand out one keep-alive agent per TLS
+ * identity instead.
+ */
+export function reuseConnections(kc: k8s.KubeConfig): k8s.KubeConfig {
+  const target = kc as unknown as { createAgent: AgentFactory };
+  const original = target.createAgent.bind(kc);
+  const agents = new Map<string, http.Agent>();
+  target.createAgent = (cluster, options) => {
+    const key = JSON.stringify([cluster?.server, cluster?.proxyUrl, String(options.ca ?? ''), String(options.cert ?? ''),
+      String(options.key ?? ''), options.rejectUnauthorized, options.servername]);
+    let agent = agents.get(key);
+    if (!agent) {
+      agent = original(cluster, { ...options, keepAlive: true });
+      agents.set(key, agent);
+    }
+    return agent;
+  };
+  return kc;
+}
 
 export function apiErrorCode(err: unknown): number | undefined {
   if (err instanceof k8s.ApiException) return err.code;
@@ -50,7 +77,7 @@ export class KubeClient {
   readonly requestCounts = new Map<string, number>();
 
   constructor(kc: k8s.KubeConfig) {
-    this.kc = kc;
+    this.kc = reuseConnections(kc);
     this.core = kc.makeApiClient(k8s.CoreV1Api);
     this.apps = kc.makeApiClient(k8s.AppsV1Api);
     this.custom = kc.makeApiClient(k8s.CustomObjectsApi);

@@ -12,7 +12,8 @@ export interface Meta {
 }
 
 export type InformerEvent = 'ADDED' | 'MODIFIED' | 'DELETED' | 'RESYNC';
-export type InformerHandler<T> = (obj: T, event: InformerEvent) => void;
+/** old is the cached copy a MODIFIED event replaces, so handlers can ignore changes they do not care about. */
+export type InformerHandler<T> = (obj: T, event: InformerEvent, old?: T) => void;
 
 export interface InformerOptions<T> {
   name: string;
@@ -76,10 +77,10 @@ export class ResilientInformer<T extends Meta> {
     this.abort?.abort();
   }
 
-  private emit(obj: T, event: InformerEvent): void {
+  private emit(obj: T, event: InformerEvent, old?: T): void {
     for (const h of this.handlers) {
       try {
-        h(obj, event);
+        h(obj, event, old);
       } catch (err) {
         this.opts.logger.error('informer handler failed', { informer: this.opts.name, error: apiErrorMessage(err) });
       }
@@ -115,7 +116,7 @@ export class ResilientInformer<T extends Meta> {
       const old = this.store.get(key);
       this.store.set(key, item);
       if (!old) this.emit(item, 'ADDED');
-      else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.emit(item, 'MODIFIED');
+      else if (old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.emit(item, 'MODIFIED', old);
     }
     for (const [key, old] of this.store) {
       if (!seen.has(key)) {
@@ -181,8 +182,9 @@ export class ResilientInformer<T extends Meta> {
       this.store.delete(key);
       this.emit(obj, 'DELETED');
     } else if (type === 'ADDED' || type === 'MODIFIED') {
+      const old = this.store.get(key);
       this.store.set(key, obj);
-      this.emit(obj, type);
+      this.emit(obj, type, old);
     }
   }
 }

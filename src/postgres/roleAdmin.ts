@@ -69,10 +69,37 @@ async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
  * PostgreSQL 15+). Without that privilege the statements run anyway; the verifier, never the plaintext, is what
  * a log_statement=ddl server then records.
  */
+const QUIET_LOGS = "SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = 'panic'";
+const quietAllowed = new WeakMap<pg.Pool, Promise<boolean>>();
+
+/** Whether this pool's user may set the two logging settings (asked once per pool). */
+function canQuietLogs(pool: pg.Pool): Promise<boolean> {
+  let known = quietAllowed.get(pool);
+  if (!known) {
+    known = (async () => {
+      const client = await pool.connect();
+      try {
+        await client.query(`BEGIN; ${QUIET_LOGS}; ROLLBACK`);
+        return true;
+      } catch {
+        await client.query('ROLLBACK').catch(() => undefined); // never hand back a connection in a failed transaction
+        return false;
+      } finally {
+        client.release();
+      }
+    })().catch(() => {
+      quietAllowed.delete(pool); // could not ask (server unreachable): ask again next time
+      return false;
+    });
+    quietAllowed.set(pool, known);
+  }
+  return known;
+}
+
 async function quietLogs(client: pg.PoolClient): Promise<void> {
   await client.query('SAVEPOINT dbcred_quiet');
   try {
-    await client.query("SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = 'panic'");
+    await client.query(QUIET_LOGS);
     await client.query('RELEASE SAVEPOINT dbcred_quiet');
   } catch {
     await client.query('ROLLBACK TO SAVEPOINT dbcred_quiet');
@@ -118,20 +145,39 @@ export class RoleAdmin {
     }
   }
 
-  /** Creates the role in one transaction together with its ownership marker. */
+  /**
+   * Creates the role in one transaction together with its ownership marker, sent as one batch: one round trip,
+   * so the per-database DDL lock is held only while the server runs it, never while it waits on us.
+   */
   async issueRole(req: IssueRequest): Promise<void> {
     const sql = renderStatements(req.creationStatements, {
       name: req.username,
       password: req.passwordForSQL,
       expiration: req.expiration,
     });
+    const quiet = await canQuietLogs(this.pool);
+    // Statements are joined with a newline before each ';' so that a trailing -- comment cannot swallow it.
+    const batch = [
+      `SELECT pg_advisory_xact_lock(${DDL_LOCK_KEY})`,
+      ...sql,
+      commentOnRole(req.username, req.marker),
+      'COMMIT',
+    ].join('\n;\n');
     try {
-      await withRetry(() =>
-        inTransaction(this.pool, async (client) => {
-          for (const statement of sql) await client.query(statement);
-          await client.query(commentOnRole(req.username, req.marker));
-        }, { quiet: true }),
-      );
+      await withRetry(async () => {
+        const client = await this.pool.connect();
+        try {
+          // The server decides whether to log a query string before running any of it: the quiet settings must
+          // arrive in an earlier message than the statements that carry the verifier.
+          if (quiet) await client.query(`BEGIN; ${QUIET_LOGS}`);
+          await client.query(quiet ? batch : `BEGIN\n;\n${batch}`);
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        } finally {
+          client.release();
+        }
+      });
     } catch (err) {
       if (req.rollbackStatements?.length) {
         // Creation ran in one transaction, so it left nothing; rollback statements are for what a role's SQL
@@ -214,6 +260,20 @@ export class RoleAdmin {
       if (err instanceof RoleAdminError) throw err;
       if (classifyPgError(err) === 'gone') return;
       throw wrap(err, 'revoking role');
+    }
+  }
+
+  /**
+   * Waits until every role creation that is in flight on this server has committed or rolled back. An operator
+   * killed mid-issue leaves its batch running on the server (PostgreSQL notices a dead client only when it next
+   * talks to it), and that batch may still commit the role. Creation holds the DDL lock from its first statement,
+   * so taking the lock once is a barrier: after it, whether a pending role exists is final.
+   */
+  async waitForInFlightCreations(): Promise<void> {
+    try {
+      await inTransaction(this.pool, async () => undefined);
+    } catch (err) {
+      throw wrap(err, 'waiting for in-flight role creations');
     }
   }
 

@@ -115,6 +115,8 @@ export class DatabaseCredentialReconciler {
   /** Revokes one role through the config that made it; works when the DatabaseRole is gone (built-in statements). */
   private async revoke(held: HeldRole): Promise<void> {
     const admin = await this.adminFor(held.config);
+    // A pending role may still be being created by a transaction a killed operator left running: let it finish.
+    if (held.state === 'pending') await admin.waitForInFlightCreations();
     const role = this.ctx.informers.roles.get(held.role);
     await admin.revokeRole(held.username, role?.spec.revocationStatements);
   }
@@ -131,6 +133,13 @@ export class DatabaseCredentialReconciler {
     const now = this.ctx.clock.now();
     const { namespace, name } = cred.metadata;
     const secretName = cred.spec.secretName ?? name;
+    // Expired and holding nothing: only make sure our Secret stays gone (the cache knows every Secret we own).
+    const expiredNow = getCondition(cred.status?.conditions, 'Expired');
+    if (expiredNow?.status === 'True' && expiredNow.observedGeneration === cred.metadata.generation && !cred.status?.roles?.length) {
+      const leftover = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
+      if (leftover && isOwnedBy(leftover, cred)) await this.ctx.client.deleteSecret(namespace, secretName, leftover.metadata?.uid);
+      return {};
+    }
     // The cache may lag behind our own last write. Where it disagrees with status, read the Secret live: acting
     // on a stale copy would rotate (or revoke) a login that is in fact current.
     let secret = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
