@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ControlPlane, REPO_ROOT, controlPlaneBinDir } from './controlplane.js';
 import { PostgresServer } from './postgres.js';
+import { removeOnExit } from './processes.js';
 
 export interface EnvironmentOptions {
   /** Keep the temp directory (logs, data) after stop, for debugging. */
@@ -21,6 +22,7 @@ export class Environment {
 
   private constructor(private readonly opts: EnvironmentOptions) {
     this.baseDir = mkdtempSync(path.join(os.tmpdir(), 'dbcred-env-'));
+    if (!opts.keepDir) removeOnExit(this.baseDir);
     this.controlPlane = new ControlPlane({
       baseDir: path.join(this.baseDir, 'k8s'),
       binDir: controlPlaneBinDir(),

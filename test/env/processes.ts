@@ -1,12 +1,13 @@
 // Child processes of the local environment: each runs in its own process group so that stopping it stops
 // everything it started, and every group is killed when this node process exits, however it exits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, rmSync, type WriteStream } from 'node:fs';
 import net from 'node:net';
 
 const liveGroups = new Set<number>();
+const tempDirs = new Set<string>();
 
-function killAllGroupsSync(): void {
+function cleanUpSync(): void {
   for (const pgid of liveGroups) {
     try {
       process.kill(-pgid, 'SIGKILL');
@@ -15,8 +16,25 @@ function killAllGroupsSync(): void {
     }
   }
   liveGroups.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
 }
-process.once('exit', killAllGroupsSync);
+process.once('exit', cleanUpSync);
+// Node's default reaction to a signal skips 'exit' handlers. Where nobody else handles the signal (a test run
+// interrupted with Ctrl-C), clean up and exit; where someone does (make run, env serve), let them stop gracefully.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    if (process.listenerCount(signal) > 0) return;
+    cleanUpSync();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGTERM' ? 15 : 1));
+  });
+}
+
+/** A directory removed when this process exits, however it exits (unless it was removed before). */
+export function removeOnExit(dir: string): void {
+  tempDirs.add(dir);
+}
+
 
 export interface ManagedProcessOptions {
   name: string;

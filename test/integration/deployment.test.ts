@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../env/controlplane.js';
-import { kubeconfigYAML } from '../env/controlplane.js';
+import { REPO_ROOT, kubeconfigYAML } from '../env/controlplane.js';
+import { removeOnExit } from '../env/processes.js';
 import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -22,9 +22,18 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
     await env.kubectl(['apply', '-f', path.join(REPO_ROOT, 'deploy', 'namespace.yaml'), '-f', path.join(REPO_ROOT, 'deploy', 'rbac.yaml')]);
     const token = (await env.kubectl(['-n', 'dbcred-system', 'create', 'token', 'dbcred-operator', '--duration', '1h'])).trim();
     const cluster = env.kc.getCurrentCluster();
-    assert.ok(cluster?.caFile, 'the test kubeconfig names a CA file');
+    assert.ok(cluster, 'the test kubeconfig has a current cluster');
+    let caFile = cluster.caFile;
+    if (!caFile && cluster.caData) {
+      // kind and most kubeconfigs embed the CA instead of naming a file.
+      caFile = path.join(os.tmpdir(), `dbcred-sa-${process.pid}.ca.crt`);
+      writeFileSync(caFile, Buffer.from(cluster.caData, 'base64'));
+      removeOnExit(caFile);
+    }
+    assert.ok(caFile, 'the cluster has a CA');
     saKubeconfig = path.join(os.tmpdir(), `dbcred-sa-${process.pid}.kubeconfig`);
-    writeFileSync(saKubeconfig, kubeconfigYAML(cluster.server, cluster.caFile, token), { mode: 0o600 });
+    removeOnExit(saKubeconfig);
+    writeFileSync(saKubeconfig, kubeconfigYAML(cluster.server, caFile, token), { mode: 0o600 });
     ns = await createNamespace(env, 'deployed');
   });
 

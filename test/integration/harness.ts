@@ -9,7 +9,7 @@ import pg from 'pg';
 import { REPO_ROOT } from '../env/controlplane.js';
 import { Environment } from '../env/environment.js';
 import { PostgresServer, type PostgresConnection } from '../env/postgres.js';
-import { runCommand, waitFor } from '../env/processes.js';
+import { removeOnExit, runCommand, waitFor } from '../env/processes.js';
 
 export interface TestEnv {
   kubeconfigPath: string;
@@ -32,6 +32,7 @@ async function startTestEnv(): Promise<TestEnv> {
     kubeconfigPath = process.env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
     kubectlBin = 'kubectl';
     const dir = mkdtempSync(path.join(os.tmpdir(), 'dbcred-test-pg-'));
+    removeOnExit(dir);
     postgres = new PostgresServer(dir);
     await postgres.init();
     await postgres.start();
