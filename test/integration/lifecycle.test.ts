@@ -151,8 +151,9 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
     assert.equal(await roleExists(user), true);
   });
 
+  const admin = `dbadmin_${process.pid}`;
+
   it('rotates the root password without losing it, and keeps issuing', async () => {
-    const admin = `dbadmin_${process.pid}`;
     await queryAs(env.postgres.connection, `CREATE ROLE "${admin}" LOGIN CREATEROLE PASSWORD 'root-password-1'`);
     const pg = env.postgres.connection;
     await apply(env, ns, [
@@ -187,6 +188,39 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
     await apply(env, ns, [credentialObject('after-root', { roleRef: { name: 'plain' } })]);
     await waitForCondition(env, 'databasecredentials', ns, 'after-root', 'Ready', 'True');
     assert.equal(await loginError(connectionFromSecret(await secretOf('after-root'))), undefined);
+  });
+
+  it('finishes a root rotation interrupted before or after ALTER ROLE', async () => {
+    const pg = env.postgres.connection;
+    const rootData = async () => (await readSecretData(env, ns, 'admin-root')) ?? {};
+    const addPending = (password: string) =>
+      env.kubectl(['-n', ns, 'patch', 'secret', 'admin-root', '--type=merge', '-p', JSON.stringify({ stringData: { 'password.pending': password } })]);
+    // Killed after recording the new password, before PostgreSQL changed: the old one still logs in.
+    await addPending('Pending-before-alter-1');
+    await waitFor('the pending password to be applied and promoted', async () => (await rootData()).password === 'Pending-before-alter-1', { timeoutMs: 20_000, intervalMs: 200 });
+    assert.equal((await rootData())['password.pending'], undefined);
+    assert.equal(await loginError({ ...pg, user: admin, password: 'Pending-before-alter-1' }), undefined);
+    // Killed after ALTER ROLE, before the promotion: only the pending password logs in.
+    await queryAs(pg, `ALTER ROLE "${admin}" PASSWORD 'Pending-after-alter-2'`);
+    await addPending('Pending-after-alter-2');
+    await waitFor('the pending password to be promoted', async () => (await rootData()).password === 'Pending-after-alter-2', { timeoutMs: 20_000, intervalMs: 200 });
+    assert.equal(await loginError({ ...pg, user: admin, password: (await rootData()).password ?? '' }), undefined, 'the Secret logs in');
+    await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'Ready', 'True');
+  });
+
+  it('moves the Secret and issues a new login when secretName changes', async () => {
+    await apply(env, ns, [credentialObject('moving', { roleRef: { name: 'short' }, ttl: '1h', secretName: 'moving-a' })]);
+    const first = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'moving', 'Ready', 'True');
+    const a = await secretOf('moving-a');
+    await apply(env, ns, [credentialObject('moving', { roleRef: { name: 'short' }, ttl: '1h', secretName: 'moving-b' })]);
+    await waitFor('the Secret under its new name', async () => (await readSecretData(env, ns, 'moving-b')) !== undefined, { timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor('the old Secret to go', async () => (await readSecretData(env, ns, 'moving-a')) === undefined, { timeoutMs: 15_000, intervalMs: 100 });
+    const b = await secretOf('moving-b');
+    assert.notEqual(b.username, a.username, 'a new login');
+    const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'moving', 'Ready', 'True');
+    assert.equal(cred.status?.secretName, 'moving-b');
+    assert.notEqual(cred.status?.username, first.status?.username);
+    assert.equal(await loginError(connectionFromSecret(b)), undefined);
   });
 
   it('makes usernames and passwords as the config\'s template and policy say', async () => {
