@@ -5,20 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { REPO_ROOT } from '../env/controlplane.js';
+import { REPO_ROOT, httpGet } from '../env/controlplane.js';
 import { sleep } from './stats.js';
-
-function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('request timed out')));
-    req.on('error', reject);
-  });
-}
 
 export class OperatorUnderTest {
   private child: ChildProcess | undefined;
@@ -111,7 +99,7 @@ export class OperatorUnderTest {
     while (Date.now() < deadline) {
       if (!this.running) throw new Error(`operator exited before it was ready:\n${this.lastOutput()}`);
       try {
-        if ((await httpGet(`http://127.0.0.1:${this.healthPort}/readyz`, 1000)).status === 200) return;
+        if ((await httpGet(`http://127.0.0.1:${this.healthPort}/readyz`, { timeoutMs: 1000 })).status === 200) return;
       } catch {
         // not listening yet
       }

@@ -21,12 +21,13 @@ export function controlPlaneBinDir(): string {
   return out.toString().trim().split('\n').pop() ?? '';
 }
 
-function get(url: string, opts: { ca?: Buffer; token?: string } = {}): Promise<{ status: number; body: string }> {
+/** A plain GET (http or https) with an optional CA and bearer token; shared by the environment and the benchmark. */
+export function httpGet(url: string, opts: { ca?: Buffer; token?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const mod = url.startsWith('https:') ? https : http;
     const req = mod.get(
       url,
-      { ca: opts.ca, headers: opts.token ? { Authorization: `Bearer ${opts.token}` } : {}, timeout: 5000 },
+      { ca: opts.ca, headers: opts.token ? { Authorization: `Bearer ${opts.token}` } : {}, timeout: opts.timeoutMs ?? 5000 },
       (res) => {
         let body = '';
         res.on('data', (d: Buffer) => (body += d.toString()));
@@ -118,7 +119,7 @@ export class ControlPlane {
       '--unsafe-no-fsync', '--log-level', 'warn',
     ]);
     this.etcdURL = `http://127.0.0.1:${client}`;
-    await waitFor('etcd to be healthy', async () => (await get(`${this.etcdURL}/health`)).status === 200, {
+    await waitFor('etcd to be healthy', async () => (await httpGet(`${this.etcdURL}/health`)).status === 200, {
       failFast: this.exitedReason(etcd),
     });
   }
@@ -163,8 +164,8 @@ export class ControlPlane {
     await waitFor(
       'kube-apiserver to be ready',
       async () =>
-        (await get(`${this.apiServerURL}/readyz`, auth)).status === 200 &&
-        (await get(`${this.apiServerURL}/api/v1/namespaces/default`, auth)).status === 200,
+        (await httpGet(`${this.apiServerURL}/readyz`, auth)).status === 200 &&
+        (await httpGet(`${this.apiServerURL}/api/v1/namespaces/default`, auth)).status === 200,
       { timeoutMs: 90_000, failFast: this.exitedReason(apiserver) },
     );
     this.kubeconfigPath = path.join(dir, 'kubeconfig');
