@@ -13,6 +13,8 @@ export const KINDS = {
 
 /** Finalizer that guards revocation of every PostgreSQL role a credential holds. */
 export const CREDENTIAL_FINALIZER = 'dbcred.dev/revoke-roles';
+/** Keeps a DatabaseConfig (and so the way to reach its server) until no credential holds a role on it. */
+export const CONFIG_FINALIZER = 'dbcred.dev/credentials-revoked';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'dbcred-operator';
 export const ROTATE_ANNOTATION = 'dbcred.dev/rotate';

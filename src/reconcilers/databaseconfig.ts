@@ -3,7 +3,7 @@
 import type * as k8s from '@kubernetes/client-node';
 import pg from 'pg';
 import { parseDuration, toRFC3339 } from '../api/duration.js';
-import { ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus } from '../api/types.js';
+import { CONFIG_FINALIZER, ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus } from '../api/types.js';
 import { poolConfig } from '../postgres/pool.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { decodeKey, encodeData } from '../secrets/ownedSecret.js';
@@ -103,14 +103,47 @@ export class DatabaseConfigReconciler {
     return true;
   }
 
+  /**
+   * A config being deleted stays until no credential holds a role on its server: deleting a namespace with
+   * everything in it must still revoke every role (the credentials' finalizers need this config to do so).
+   */
+  private async finalize(key: string, config: DatabaseConfig): Promise<Result> {
+    if (!(config.metadata.finalizers ?? []).includes(CONFIG_FINALIZER)) return {};
+    const holders = this.ctx.informers.credentials.list().filter((c) => c.status?.roles?.some((r) => r.config === key));
+    if (holders.length) {
+      const names = holders.slice(0, 5).map((c) => keyOf(c.metadata.namespace, c.metadata.name)).join(', ');
+      const status = withCondition(this.ctx, config, { ...(config.status ?? {}) }, {
+        type: 'Ready',
+        status: 'False',
+        reason: 'WaitingForRevocation',
+        message: `being deleted; waiting for ${holders.length} credential(s) to revoke their roles (${names}${holders.length > 5 ? ', …' : ''})`,
+      });
+      await writeStatus<DatabaseConfig>(this.ctx, 'config', config, status).catch(() => undefined);
+      return { requeueAfter: 2_000 };
+    }
+    await this.ctx.client.patchMetadata('config', config.metadata.namespace, config.metadata.name, {
+      finalizers: (config.metadata.finalizers ?? []).filter((f) => f !== CONFIG_FINALIZER),
+      resourceVersion: config.metadata.resourceVersion,
+    });
+    this.ctx.pools.remove(key);
+    this.ctx.rootSecrets.release(key);
+    return {};
+  }
+
   async reconcile(key: string): Promise<Result> {
     const { namespace } = splitKey(key);
-    const config = this.ctx.informers.configs.get(key);
-    if (!config || config.metadata.deletionTimestamp) {
-      // Gone: drop its pool and watches. Credentials that still hold roles keep the finalizer until revoked.
+    let config = this.ctx.informers.configs.get(key);
+    if (!config) {
       this.ctx.pools.remove(key);
       this.ctx.rootSecrets.release(key);
       return {};
+    }
+    if (config.metadata.deletionTimestamp) return this.finalize(key, config);
+    if (!(config.metadata.finalizers ?? []).includes(CONFIG_FINALIZER)) {
+      config = await this.ctx.client.patchMetadata<DatabaseConfig>('config', namespace, config.metadata.name, {
+        finalizers: [...(config.metadata.finalizers ?? []), CONFIG_FINALIZER],
+        resourceVersion: config.metadata.resourceVersion,
+      });
     }
     const keep = [keyOf(namespace, config.spec.rootCredentialsSecretRef.name)];
     if (config.spec.caSecretRef) keep.push(keyOf(namespace, config.spec.caSecretRef.name));

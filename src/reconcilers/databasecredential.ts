@@ -18,7 +18,8 @@ import {
 } from '../api/types.js';
 import type { Result } from '../controller/controller.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
-import { RoleAdminError, type RoleAdmin } from '../postgres/roleAdmin.js';
+import { poolConfig } from '../postgres/pool.js';
+import { RoleAdmin, RoleAdminError } from '../postgres/roleAdmin.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
@@ -121,10 +122,20 @@ export class DatabaseCredentialReconciler {
     await admin.revokeRole(held.username, role?.spec.revocationStatements);
   }
 
+  /**
+   * The admin for the server that holds a role. When the config or its root Secret is already gone (a namespace
+   * being deleted with everything in it), the pool this process made for it still knows the way.
+   */
   private async adminFor(configKey: string): Promise<RoleAdmin> {
     const config = this.ctx.informers.configs.get(configKey);
-    if (!config) throw new NotReady('ConfigNotFound', `DatabaseConfig ${configKey} not found; cannot reach the role's server`);
-    return (await resolveConfig(this.ctx, config)).admin;
+    try {
+      if (!config) throw new NotReady('ConfigNotFound', `DatabaseConfig ${configKey} not found; cannot reach the role's server`);
+      return (await resolveConfig(this.ctx, config)).admin;
+    } catch (err) {
+      const existing = this.ctx.pools.existing(configKey);
+      if (!(err instanceof NotReady) || !existing) throw err;
+      return new RoleAdmin(existing.pool, (database) => poolConfig({ ...existing.settings, database }));
+    }
   }
 
   // ---- the live object ----

@@ -269,6 +269,29 @@ describe('dynamic credentials', function () {
     await assert.rejects(apply(env, ns, [credentialObject('noref', {})]), /roleRef/);
   });
 
+  it('revokes every role when a namespace is deleted with its config, role, root Secret and credentials', async () => {
+    const doomed = await createNamespace(env, 'doomed');
+    await apply(env, doomed, platformObjects(env));
+    await waitForCondition<DatabaseRole>(env, 'databaseroles', doomed, 'reader', 'Ready', 'True');
+    await apply(env, doomed, [credentialObject('c1', { roleRef: { name: 'reader' } }), credentialObject('c2', { roleRef: { name: 'reader' } })]);
+    const usernames: string[] = [];
+    for (const n of ['c1', 'c2']) {
+      const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', doomed, n, 'Ready', 'True');
+      usernames.push(cred.status?.username ?? '');
+    }
+    for (const u of usernames) assert.equal(await roleExists(u), true);
+    await env.core.deleteNamespace({ name: doomed });
+    await waitFor('the namespace to disappear', async () => {
+      try {
+        await env.core.readNamespace({ name: doomed });
+        return false;
+      } catch (err) {
+        return (err as { code?: number }).code === 404;
+      }
+    }, { timeoutMs: 120_000, intervalMs: 500 });
+    for (const u of usernames) assert.equal(await roleExists(u), false, `${u} was revoked`);
+  });
+
   it('keeps the finalizer and says why while revocation fails, then finishes when PostgreSQL is back', async () => {
     await apply(env, ns, [credentialObject('stuck', { roleRef: { name: 'reader' } })]);
     const { data } = await issued('stuck');
