@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { classifyPgError, safeErrorMessage, type PgErrorKind } from './errors.js';
 import {
+  buildAdminMembership,
   buildOwnedObjectsCleanup,
   buildRevocation,
   commentOnRole,
@@ -250,7 +251,7 @@ export class RoleAdmin {
       if (!admin) throw new RoleAdminError('cannot read current user', 'unknown');
       // buildRevocation: [NOLOGIN, terminate sessions, owned-objects cleanup (this database), DROP ROLE].
       const [noLogin, terminate, , dropRole] = buildRevocation(username, admin.u);
-      for (const statement of [noLogin, terminate]) if (statement) await this.pool.query(statement);
+      for (const statement of [noLogin, terminate, buildAdminMembership(username)]) if (statement) await this.pool.query(statement);
       const cleanup = buildOwnedObjectsCleanup(username, admin.u);
       for (const db of await this.databasesWithDependencies(username, admin.db)) {
         await this.inDatabase(db, admin.db, (q) => q(cleanup));

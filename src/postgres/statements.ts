@@ -281,6 +281,21 @@ function ifRoleExists(username: string, body: string): string {
 }
 
 /**
+ * Makes a non-superuser admin a member of the role, which REASSIGN OWNED and DROP OWNED require ("permission
+ * denied to reassign objects" otherwise, measured on PostgreSQL 15 with a CREATEROLE admin). CREATEROLE may grant
+ * that membership; DROP ROLE removes it again. Skipped for superusers, existing members and a role already gone.
+ */
+export function buildAdminMembership(username: string): string {
+  const role = quoteLiteral(username);
+  return `DO ${dollarQuote(
+    `BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${role}) ` +
+      `AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) ` +
+      `AND NOT pg_catalog.pg_has_role(current_user, ${role}, 'MEMBER') ` +
+      `THEN EXECUTE pg_catalog.format('GRANT %I TO %I', ${role}, current_user); END IF; END`,
+  )};`;
+}
+
+/**
  * REASSIGN OWNED + DROP OWNED for the database the statement runs in. Both are per-database: the caller runs this
  * in every database where the role owns objects or holds privileges (databasesWithDependenciesQuery), else
  * DROP ROLE fails with 2BP01. Skipped when the role no longer exists.

@@ -208,6 +208,13 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
     await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'Ready', 'True');
   });
 
+  it('revokes through an admin that is not a superuser (CREATEROLE only)', async () => {
+    const data = await secretOf('after-root');
+    assert.equal(await roleExists(data.username ?? ''), true);
+    await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'after-root', '--wait=true', '--timeout=60s']);
+    assert.equal(await roleExists(data.username ?? ''), false);
+  });
+
   it('moves the Secret and issues a new login when secretName changes', async () => {
     await apply(env, ns, [credentialObject('moving', { roleRef: { name: 'short' }, ttl: '1h', secretName: 'moving-a' })]);
     const first = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'moving', 'Ready', 'True');

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import {
+  buildAdminMembership,
   buildOwnedObjectsCleanup,
   buildRevocation,
   checkCreationStatements,
@@ -173,6 +174,18 @@ describe('quoting helpers', () => {
   it("quoteLiteral doubles ' and uses E'' only for backslashes", () => {
     assert.equal(quoteLiteral("it's"), "'it''s'");
     assert.equal(quoteLiteral("a\\'b"), "E'a\\\\''b'");
+  });
+});
+
+describe('buildAdminMembership', () => {
+  it('grants a non-superuser admin membership in the role, only when needed', () => {
+    assert.equal(
+      buildAdminMembership(`v-app'1`),
+      "DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app''1') " +
+        'AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) ' +
+        "AND NOT pg_catalog.pg_has_role(current_user, 'v-app''1', 'MEMBER') " +
+        "THEN EXECUTE pg_catalog.format('GRANT %I TO %I', 'v-app''1', current_user); END IF; END $dbcred$;",
+    );
   });
 });
 
