@@ -155,11 +155,22 @@ export class ControlPlane {
       '--endpoint-reconciler-type', 'none',
       '--v', '0',
     ]);
+    this.apiserver = apiserver;
     const caFile = path.join(certDir, 'apiserver.crt');
     await waitFor('the kube-apiserver serving certificate', async () => existsSync(caFile), {
       failFast: this.exitedReason(apiserver),
     });
     this.caCert = readFileSync(caFile);
+    await this.waitApiServerReady();
+    this.kubeconfigPath = path.join(dir, 'kubeconfig');
+    writeFileSync(this.kubeconfigPath, kubeconfigYAML(this.apiServerURL, caFile, this.adminToken), { mode: 0o600 });
+  }
+
+  private apiserver: ManagedProcess | undefined;
+
+  private async waitApiServerReady(): Promise<void> {
+    const apiserver = this.apiserver;
+    if (!apiserver) throw new Error('kube-apiserver not started');
     const auth = { ca: this.caCert, token: this.adminToken };
     await waitFor(
       'kube-apiserver to be ready',
@@ -168,8 +179,14 @@ export class ControlPlane {
         (await httpGet(`${this.apiServerURL}/api/v1/namespaces/default`, auth)).status === 200,
       { timeoutMs: 90_000, failFast: this.exitedReason(apiserver) },
     );
-    this.kubeconfigPath = path.join(dir, 'kubeconfig');
-    writeFileSync(this.kubeconfigPath, kubeconfigYAML(this.apiServerURL, caFile, this.adminToken), { mode: 0o600 });
+  }
+
+  /** Stops the kube-apiserver for downMs (a fault test: every watch and request fails), then brings it back. */
+  async restartApiServer(downMs: number): Promise<void> {
+    await this.apiserver?.stop('SIGTERM', 15_000);
+    await new Promise((r) => setTimeout(r, downMs));
+    this.apiserver?.start();
+    await this.waitApiServerReady();
   }
 
   private async startControllerManager(): Promise<void> {

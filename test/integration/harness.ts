@@ -18,6 +18,8 @@ export interface TestEnv {
   apps: k8s.AppsV1Api;
   custom: k8s.CustomObjectsApi;
   postgres: PostgresServer;
+  /** Only in the embedded environment: stop the kube-apiserver for a while (fault tests). */
+  restartApiServer?: (downMs: number) => Promise<void>;
   kubectl(args: string[], input?: string): Promise<string>;
 }
 
@@ -28,6 +30,7 @@ async function startTestEnv(): Promise<TestEnv> {
   let kubeconfigPath: string;
   let kubectlBin: string;
   let postgres: PostgresServer;
+  let restartApiServer: TestEnv['restartApiServer'];
   if (process.env.USE_EXISTING_CLUSTER === 'true') {
     kubeconfigPath = process.env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
     kubectlBin = 'kubectl';
@@ -49,6 +52,7 @@ async function startTestEnv(): Promise<TestEnv> {
     kubeconfigPath = env.kubeconfigPath;
     kubectlBin = env.controlPlane.bin('kubectl');
     postgres = env.postgres;
+    restartApiServer = (downMs) => env.controlPlane.restartApiServer(downMs);
   }
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(kubeconfigPath);
@@ -59,6 +63,7 @@ async function startTestEnv(): Promise<TestEnv> {
     apps: kc.makeApiClient(k8s.AppsV1Api),
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     postgres,
+    restartApiServer,
     kubectl: (args, input) => runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, ...args], { input }),
   };
 }
