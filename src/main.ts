@@ -11,6 +11,7 @@ import { ResilientInformer, objectKey } from './k8s/informer.js';
 import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
 import { createLogger } from './logger.js';
+import { observeReconcile, registry } from './metrics.js';
 import { PoolRegistry } from './postgres/pool.js';
 import { keyOf, type OperatorContext } from './reconcilers/context.js';
 import { DatabaseConfigReconciler } from './reconcilers/databaseconfig.js';
@@ -102,9 +103,9 @@ async function main(): Promise<void> {
   const configs = new DatabaseConfigReconciler(ctx);
   const roles = new DatabaseRoleReconciler(ctx);
   const credentials = new DatabaseCredentialReconciler(ctx);
-  configCtl = new Controller({ name: 'databaseconfig', logger, describeError: apiErrorMessage, workers: 2, reconcile: (k) => configs.reconcile(k) });
-  const roleCtl = new Controller({ name: 'databaserole', logger, describeError: apiErrorMessage, workers: 2, reconcile: (k) => roles.reconcile(k) });
-  const credCtl = new Controller({ name: 'databasecredential', logger, describeError: apiErrorMessage, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
+  configCtl = new Controller({ name: 'databaseconfig', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: 2, reconcile: (k) => configs.reconcile(k) });
+  const roleCtl = new Controller({ name: 'databaserole', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: 2, reconcile: (k) => roles.reconcile(k) });
+  const credCtl = new Controller({ name: 'databasecredential', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
 
   // Event → key mapping. Handlers only enqueue.
   const credentialsOfRole = (roleKey: string) =>
@@ -157,8 +158,11 @@ async function main(): Promise<void> {
           if (req.url === '/healthz') return void res.writeHead(200).end('ok');
           if (req.url === '/readyz') return void res.writeHead(ready ? 200 : 503).end(ready ? 'ok' : 'not ready');
           if (req.url === '/metrics') {
-            const lines = [...client.requestCounts].map(([verb, n]) => `dbcred_api_requests_total{verb="${verb}"} ${n}`);
-            return void res.writeHead(200, { 'Content-Type': 'text/plain' }).end(`${lines.join('\n')}\n`);
+            registry.metrics().then(
+              (text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text),
+              () => res.writeHead(500).end(),
+            );
+            return;
           }
           res.writeHead(404).end();
         })

@@ -53,12 +53,15 @@ export interface ControllerOptions {
   shutdownTimeoutMs?: number;
   /** One safe line for a log: the default is the error's message; pass one that also strips API bodies. */
   describeError?: (err: unknown) => string;
+  /** Called after every reconcile (metrics): result is success, requeue, error or terminal. */
+  observe?: (controller: string, result: 'success' | 'requeue' | 'error' | 'terminal', seconds: number) => void;
 }
 
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
 
 export class Controller {
   private readonly describeError: (err: unknown) => string;
+  private readonly observe: NonNullable<ControllerOptions['observe']>;
   readonly name: string;
   readonly queue: WorkQueue;
   private readonly logger: Logger;
@@ -76,6 +79,7 @@ export class Controller {
     this.logger = options.logger;
     this.reconcileFn = options.reconcile;
     this.describeError = options.describeError ?? errorMessage;
+    this.observe = options.observe ?? (() => undefined);
     this.workerCount = Math.max(1, Math.floor(options.workers ?? 1));
     this.clock = options.clock ?? realClock;
     this.queue = options.queue ?? new WorkQueue({ clock: this.clock });
@@ -147,6 +151,7 @@ export class Controller {
       const result: Result | undefined = await this.reconcileFn(key, this.abort.signal);
       const durationMs = this.clock.now().getTime() - startedMs;
       const requeueAfter = result?.requeueAfter;
+      this.observe(this.name, result?.requeue === true && requeueAfter === undefined ? 'requeue' : 'success', durationMs / 1000);
       if (requeueAfter !== undefined && requeueAfter > 0 && Number.isFinite(requeueAfter)) {
         this.queue.forget(key);
         this.queue.addAfter(key, requeueAfter);
@@ -162,6 +167,7 @@ export class Controller {
       const durationMs = this.clock.now().getTime() - startedMs;
       // The message only: API errors carry request and response bodies, which can hold Secret data.
       const error = this.describeError(err);
+      this.observe(this.name, isTerminalError(err) ? 'terminal' : 'error', durationMs / 1000);
       if (isTerminalError(err)) {
         this.queue.forget(key);
         this.logger.error('reconcile failed, not retrying', { ...fields, durationMs, error });

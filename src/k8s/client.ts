@@ -6,6 +6,7 @@ import type http from 'node:http';
 import type https from 'node:https';
 import { API_VERSION, GROUP, KINDS, VERSION, type AnyResource } from '../api/types.js';
 import { redactText } from '../logger.js';
+import { apiRequests } from '../metrics.js';
 
 export type KindKey = keyof typeof KINDS;
 
@@ -92,6 +93,7 @@ export class KubeClient {
 
   count(verb: string): void {
     this.requestCounts.set(verb, (this.requestCounts.get(verb) ?? 0) + 1);
+    apiRequests.inc({ verb });
   }
 
   get totalRequests(): number {

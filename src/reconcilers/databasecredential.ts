@@ -17,6 +17,7 @@ import {
   type HeldRole,
 } from '../api/types.js';
 import type { Result } from '../controller/controller.js';
+import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig } from '../postgres/pool.js';
 import { RoleAdmin, RoleAdminError } from '../postgres/roleAdmin.js';
@@ -115,11 +116,17 @@ export class DatabaseCredentialReconciler {
 
   /** Revokes one role through the config that made it; works when the DatabaseRole is gone (built-in statements). */
   private async revoke(held: HeldRole): Promise<void> {
-    const admin = await this.adminFor(held.config);
-    // A pending role may still be being created by a transaction a killed operator left running: let it finish.
-    if (held.state === 'pending') await admin.waitForInFlightCreations();
-    const role = this.ctx.informers.roles.get(held.role);
-    await admin.revokeRole(held.username, role?.spec.revocationStatements);
+    try {
+      const admin = await this.adminFor(held.config);
+      // A pending role may still be being created by a transaction a killed operator left running: let it finish.
+      if (held.state === 'pending') await admin.waitForInFlightCreations();
+      const role = this.ctx.informers.roles.get(held.role);
+      await admin.revokeRole(held.username, role?.spec.revocationStatements);
+    } catch (err) {
+      countCredentialEvent('revocation_failed');
+      throw err;
+    }
+    countCredentialEvent('revoked');
   }
 
   /**
@@ -354,6 +361,7 @@ export class DatabaseCredentialReconciler {
     status.roles = status.roles?.map((r) => (r.username === active.username ? { ...active } : r));
     status.expiresAt = active.expiresAt;
     status.renewAt = toRFC3339(this.renewAt(cred, now, newExpiry));
+    countCredentialEvent('renewed');
     this.ctx.logger.info('credential renewed', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username, expiresAt: status.expiresAt });
     return undefined;
   }
@@ -450,6 +458,7 @@ export class DatabaseCredentialReconciler {
     status = withCondition(this.ctx, cred, status, { type: 'Expired', status: 'False', reason: 'Valid', message: 'the credential has not expired' });
     cred = await this.commit(cred, status);
 
+    countCredentialEvent(previous ? 'rotated' : 'issued');
     this.ctx.logger.info(previous ? 'credential rotated' : 'credential issued', { credential: credKey, username, expiresAt: status.expiresAt, why });
     if (target.ttlCapped && !previous) {
       this.ctx.events.record(cred, 'Warning', 'TTLCapped', `requested ttl exceeds the role's maxTTL; capped to ${formatDuration(target.ttlMs)}`);
@@ -528,6 +537,7 @@ export class DatabaseCredentialReconciler {
     status = withCondition(this.ctx, cred, status, { type: 'Expired', status: 'True', reason: 'TTLExpired', message: `the lease ended at ${active.expiresAt}; role revoked and Secret deleted` });
     status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'False', reason: 'Expired', message: 'the credential expired (rotation disabled); change the spec to issue a new one' });
     await this.commit(cred, status);
+    countCredentialEvent('expired');
     this.ctx.events.record(cred, 'Normal', 'Expired', `role ${active.username} revoked at the end of its lease`);
     this.ctx.logger.info('credential expired', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username });
     return this.nextWake(status, this.ctx.clock.now());

@@ -4,6 +4,7 @@
 // roles left by an operator whose status writes were lost.
 import { isTrue } from '../api/conditions.js';
 import { isNotFound } from '../k8s/client.js';
+import { countCredentialEvent } from '../metrics.js';
 import type { DatabaseCredential } from '../api/types.js';
 import { keyOf, resolveConfig, type OperatorContext } from './context.js';
 
@@ -45,6 +46,7 @@ export class OrphanSweeper {
             if (await this.credentialExists(marker.namespace, marker.name, marker.uid)) continue;
             await resolved.admin.revokeRole(username);
             revoked.push(username);
+            countCredentialEvent('orphan_revoked');
             this.ctx.logger.info('orphaned role revoked', { username, credential: keyOf(marker.namespace, marker.name), config: resolved.key });
             this.ctx.events.record(config, 'Normal', 'OrphanRevoked', `revoked role ${username}: its DatabaseCredential ${marker.namespace}/${marker.name} no longer exists`);
           }

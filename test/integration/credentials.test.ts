@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { httpGet } from '../env/controlplane.js';
+import { freePort } from '../env/processes.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -21,6 +23,7 @@ describe('dynamic credentials', function () {
   let env: TestEnv;
   let ns: string;
   let operator: OperatorProcess;
+  let metricsPort: number;
   const passwordsSeen = new Set<string>();
 
   const roleExists = async (username: string) =>
@@ -43,7 +46,8 @@ describe('dynamic credentials', function () {
     env = await testEnv();
     ns = await createNamespace(env, 'creds');
     await queryAs(env.postgres.connection, 'CREATE TABLE IF NOT EXISTS public.items (id int); INSERT INTO public.items VALUES (1), (2);');
-    operator = new OperatorProcess(env, { ORPHAN_SWEEP_PERIOD: '2s' });
+    metricsPort = await freePort();
+    operator = new OperatorProcess(env, { ORPHAN_SWEEP_PERIOD: '2s', HEALTH_PORT: String(metricsPort) });
     operator.start();
     await operator.waitReady();
     await apply(env, ns, platformObjects(env));
@@ -307,6 +311,21 @@ describe('dynamic credentials', function () {
     }
     await waitFor('the credential to be gone', async () => (await getObject(env, 'databasecredentials', ns, 'stuck')) === undefined, { timeoutMs: 60_000, intervalMs: 250 });
     assert.equal(await roleExists(data.username ?? ''), false);
+  });
+
+  it('serves health and Prometheus metrics that count what it did', async () => {
+    assert.equal((await httpGet(`http://127.0.0.1:${metricsPort}/healthz`)).status, 200);
+    assert.equal((await httpGet(`http://127.0.0.1:${metricsPort}/readyz`)).status, 200);
+    const { status, body } = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`);
+    assert.equal(status, 200);
+    const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN);
+    // This operator process was restarted twice by earlier tests; what it did since still shows.
+    assert.ok(value('dbcred_credential_events_total{event="issued"}') >= 1, 'issued counted');
+    assert.ok(value('dbcred_credential_events_total{event="revoked"}') >= 1, 'revocations counted');
+    assert.ok(value('dbcred_credential_events_total{event="revocation_failed"}') >= 1, 'the failed revocation counted');
+    assert.ok(value('dbcred_reconcile_total{controller="databasecredential",result="success"}') >= 1);
+    assert.ok(value('dbcred_api_requests_total{verb="watch"}') >= 4);
+    assert.match(body, /^process_resident_memory_bytes \d+/m);
   });
 
   it('never logs a password, verifier or credential-bearing URL', async () => {

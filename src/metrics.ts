@@ -1,0 +1,48 @@
+// Prometheus metrics (prom-client), served on HEALTH_PORT at /metrics: the process defaults (memory, CPU, event
+// loop lag) plus what an operator of this operator watches: reconcile outcomes and durations, credentials issued,
+// renewed and revoked, revocation failures, API requests.
+import client from 'prom-client';
+
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+export const apiRequests = new client.Counter({
+  name: 'dbcred_api_requests_total',
+  help: 'Requests to the Kubernetes API server, by verb (watches included).',
+  labelNames: ['verb'] as const,
+  registers: [registry],
+});
+
+export const reconciles = new client.Counter({
+  name: 'dbcred_reconcile_total',
+  help: 'Reconciles by controller and result (success, requeue, error, terminal).',
+  labelNames: ['controller', 'result'] as const,
+  registers: [registry],
+});
+
+export const reconcileSeconds = new client.Histogram({
+  name: 'dbcred_reconcile_duration_seconds',
+  help: 'How long one reconcile took, by controller.',
+  labelNames: ['controller'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry],
+});
+
+export const credentialEvents = new client.Counter({
+  name: 'dbcred_credential_events_total',
+  help: 'Credential lifecycle steps: issued, rotated, renewed, expired, revoked, revocation_failed, orphan_revoked.',
+  labelNames: ['event'] as const,
+  registers: [registry],
+});
+
+export type CredentialEvent = 'issued' | 'rotated' | 'renewed' | 'expired' | 'revoked' | 'revocation_failed' | 'orphan_revoked';
+
+export function countCredentialEvent(event: CredentialEvent, n = 1): void {
+  credentialEvents.inc({ event }, n);
+}
+
+/** The reconcile observer the generic controller calls after each run. */
+export function observeReconcile(controller: string, result: string, seconds: number): void {
+  reconciles.inc({ controller, result });
+  reconcileSeconds.observe({ controller }, seconds);
+}
