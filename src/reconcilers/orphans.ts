@@ -43,12 +43,13 @@ export class OrphanSweeper {
           if (seenServers.has(server)) continue;
           seenServers.add(server);
           for (const { username, marker } of await resolved.admin.listMarkedRoles()) {
-            if (await this.credentialExists(marker.namespace, marker.name, marker.uid)) continue;
+            const why = await this.orphanReason(marker.namespace, marker.name, marker.uid, username);
+            if (!why) continue;
             await resolved.admin.revokeRole(username);
             revoked.push(username);
             countCredentialEvent('orphan_revoked');
-            this.ctx.logger.info('orphaned role revoked', { username, credential: keyOf(marker.namespace, marker.name), config: resolved.key });
-            this.ctx.events.record(config, 'Normal', 'OrphanRevoked', `revoked role ${username}: its DatabaseCredential ${marker.namespace}/${marker.name} no longer exists`);
+            this.ctx.logger.info('orphaned role revoked', { username, credential: keyOf(marker.namespace, marker.name), config: resolved.key, why });
+            this.ctx.events.record(config, 'Normal', 'OrphanRevoked', `revoked role ${username}: ${why}`);
           }
         } catch (err) {
           this.ctx.logger.warn('orphan sweep failed for a config', { config: keyOf(config.metadata.namespace, config.metadata.name), error: err instanceof Error ? err.message : String(err) });
@@ -60,16 +61,22 @@ export class OrphanSweeper {
     return revoked;
   }
 
-  /** The cache says yes quickly; a "no" is confirmed with a live read, so a just-created credential is never swept. */
-  private async credentialExists(namespace: string, name: string, uid: string): Promise<boolean> {
-    const cached = this.ctx.informers.credentials.get(keyOf(namespace, name));
-    if (cached?.metadata.uid === uid) return true;
+  /**
+   * Why a marked role is an orphan, or undefined if it is not (or we cannot tell: never revoke on doubt). A role
+   * is listed in its credential's status.roles before it is created and stays there until it is revoked, so a
+   * role missing from the live status of its live credential has leaked, like one whose credential is gone.
+   * The cache answers "not an orphan" quickly; every "orphan" is confirmed with a live read.
+   */
+  private async orphanReason(namespace: string, name: string, uid: string, username: string): Promise<string | undefined> {
+    const holds = (c: DatabaseCredential | undefined) => c?.metadata.uid === uid && (c.status?.roles ?? []).some((r) => r.username === username);
+    if (holds(this.ctx.informers.credentials.get(keyOf(namespace, name)))) return undefined;
+    let live: DatabaseCredential | undefined;
     try {
-      const live = await this.ctx.client.getResource<DatabaseCredential>('credential', namespace, name);
-      return live?.metadata.uid === uid;
+      live = await this.ctx.client.getResource<DatabaseCredential>('credential', namespace, name);
     } catch (err) {
-      if (isNotFound(err)) return false;
-      return true; // cannot tell: never revoke on doubt
+      if (!isNotFound(err)) return undefined;
     }
+    if (!live || live.metadata.uid !== uid) return `its DatabaseCredential ${namespace}/${name} no longer exists`;
+    return holds(live) ? undefined : `DatabaseCredential ${namespace}/${name} does not hold it (not in status.roles)`;
   }
 }

@@ -211,6 +211,14 @@ describe('dynamic credentials', function () {
     await waitFor('the orphan to be revoked', async () => !(await roleExists(orphan)), { timeoutMs: 20_000, intervalMs: 250 });
   });
 
+  it('sweeps a marked role that a live credential does not hold', async () => {
+    const { cred } = await issued('crash');
+    const leaked = `v-leaked-${Date.now()}`;
+    await queryAs(env.postgres.connection, `CREATE ROLE "${leaked}" LOGIN; COMMENT ON ROLE "${leaked}" IS 'dbcred:{"namespace":"${ns}","name":"crash","uid":"${cred.metadata.uid}"}'`);
+    await waitFor('the leaked role to be revoked', async () => !(await roleExists(leaked)), { timeoutMs: 20_000, intervalMs: 250 });
+    assert.equal(await roleExists(cred.status?.username ?? ''), true, 'the role the credential holds stays');
+  });
+
   it('refuses a Secret it does not own, and changes nothing in it', async () => {
     await env.core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'taken' }, stringData: { mine: 'yes' } } });
     await apply(env, ns, [credentialObject('taker', { roleRef: { name: 'reader' }, secretName: 'taken' })]);
