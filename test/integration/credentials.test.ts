@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { freePort } from '../env/processes.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
   apply,
@@ -292,15 +292,7 @@ describe('dynamic credentials', function () {
       usernames.push(cred.status?.username ?? '');
     }
     for (const u of usernames) assert.equal(await roleExists(u), true);
-    await env.core.deleteNamespace({ name: doomed });
-    await waitFor('the namespace to disappear', async () => {
-      try {
-        await env.core.readNamespace({ name: doomed });
-        return false;
-      } catch (err) {
-        return (err as { code?: number }).code === 404;
-      }
-    }, { timeoutMs: 120_000, intervalMs: 500 });
+    await deleteNamespaceAndWait(env, doomed);
     for (const u of usernames) assert.equal(await roleExists(u), false, `${u} was revoked`);
   });
 

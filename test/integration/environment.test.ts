@@ -1,7 +1,7 @@
 // Proof that the environment is real: a kube-apiserver that establishes our CRDs and enforces RBAC, a controller
 // manager that garbage-collects and deletes namespaces, and a PostgreSQL that refuses a wrong password.
 import assert from 'node:assert/strict';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 
 describe('local environment', function () {
   this.timeout(180_000);
@@ -51,15 +51,7 @@ describe('local environment', function () {
   it('deletes a namespace with its contents', async () => {
     const doomed = await createNamespace(env, 'doomed');
     await env.core.createNamespacedConfigMap({ namespace: doomed, body: { metadata: { name: 'x' } } });
-    await env.core.deleteNamespace({ name: doomed });
-    await waitFor('the namespace to disappear', async () => {
-      try {
-        await env.core.readNamespace({ name: doomed });
-        return false;
-      } catch (err) {
-        return (err as { code?: number }).code === 404;
-      }
-    }, { timeoutMs: 90_000, intervalMs: 500 });
+    await deleteNamespaceAndWait(env, doomed);
   });
 
   it('issues ServiceAccount tokens and enforces RBAC on them', async () => {

@@ -86,6 +86,19 @@ export async function createNamespace(env: TestEnv, prefix: string): Promise<str
   return name;
 }
 
+/** Deletes a namespace and waits until the namespace controller has removed it and everything in it. */
+export async function deleteNamespaceAndWait(env: TestEnv, name: string, timeoutMs = 120_000): Promise<void> {
+  await env.core.deleteNamespace({ name });
+  await waitFor(`namespace ${name} to disappear`, async () => {
+    try {
+      await env.core.readNamespace({ name });
+      return false;
+    } catch (err) {
+      return (err as { code?: number }).code === 404;
+    }
+  }, { timeoutMs, intervalMs: 500 });
+}
+
 /** Logs in over TCP with exactly these credentials and runs one query. */
 export async function queryAs(conn: PostgresConnection, sql: string): Promise<pg.QueryResult> {
   const client = new pg.Client({ ...conn, connectionTimeoutMillis: 5000 });
