@@ -1,5 +1,6 @@
 // The operator's only door to the API server: typed calls for our kinds, the Secrets we own, Events and the
-// workloads we restart. Every call is counted (for /metrics and the benchmark). Errors are ApiException from
+// workloads we restart. Every call is counted (dbcred_api_requests_total in /metrics, which the benchmark
+// reads). Errors are ApiException from
 // client-node: use apiErrorMessage() to log them, never the error itself (its message carries the body).
 import * as k8s from '@kubernetes/client-node';
 import type http from 'node:http';
@@ -45,7 +46,6 @@ export function apiErrorCode(err: unknown): number | undefined {
 
 export const isNotFound = (err: unknown): boolean => apiErrorCode(err) === 404;
 export const isConflict = (err: unknown): boolean => apiErrorCode(err) === 409;
-export const isAlreadyExists = isConflict;
 
 /** One line that says what the API server answered, without the headers or the object it may echo. */
 export function apiErrorMessage(err: unknown): string {
@@ -74,8 +74,6 @@ export class KubeClient {
   readonly apps: k8s.AppsV1Api;
   readonly custom: k8s.CustomObjectsApi;
   readonly coordination: k8s.CoordinationV1Api;
-  /** API requests made, by verb (watches included). */
-  readonly requestCounts = new Map<string, number>();
 
   constructor(kc: k8s.KubeConfig) {
     this.kc = reuseConnections(kc);
@@ -92,14 +90,7 @@ export class KubeClient {
   }
 
   count(verb: string): void {
-    this.requestCounts.set(verb, (this.requestCounts.get(verb) ?? 0) + 1);
     apiRequests.inc({ verb });
-  }
-
-  get totalRequests(): number {
-    let n = 0;
-    for (const v of this.requestCounts.values()) n += v;
-    return n;
   }
 
   // ---- our kinds ----

@@ -31,10 +31,6 @@ export class LeaderElector {
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
   }
 
-  get isLeader(): boolean {
-    return this.leading;
-  }
-
   /** Resolves once this process holds the Lease; then keeps renewing it and calls onLost if it cannot. */
   async run(onLost: () => void): Promise<void> {
     while (!this.stopped && !(await this.tryAcquireOrRenew())) await sleep(this.retryPeriodMs);

@@ -144,6 +144,22 @@ export async function writeStatus<T extends AnyResource>(ctx: OperatorContext, k
   return ctx.client.patchStatus<T>(kind, obj.metadata.namespace, obj.metadata.name, patch, obj.metadata.resourceVersion);
 }
 
+/**
+ * Ready=False with a reason a user can act on. A Warning Event is recorded when the reason is new, not on every
+ * retry, so a problem shows once in `kubectl describe` instead of flooding it.
+ */
+export function readyFalse<S extends { conditions?: import('../api/types.js').Condition[]; observedGeneration?: number }>(
+  ctx: OperatorContext,
+  obj: AnyResource,
+  status: S,
+  reason: string,
+  message: string,
+): S {
+  const before = obj.status?.conditions?.find((c) => c.type === 'Ready');
+  if (before?.reason !== reason) ctx.events.record(obj, 'Warning', reason, message);
+  return withCondition(ctx, obj, status, { type: 'Ready', status: 'False', reason, message });
+}
+
 /** The status with one condition set (observedGeneration from the object, time from the clock). */
 export function withCondition<S extends { conditions?: import('../api/types.js').Condition[]; observedGeneration?: number }>(
   ctx: OperatorContext,

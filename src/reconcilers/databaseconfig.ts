@@ -11,7 +11,7 @@ import { generatePassword } from '../secrets/password.js';
 import type { Result } from '../controller/controller.js';
 import { isConflict } from '../k8s/client.js';
 import { RoleAdminError } from '../postgres/roleAdmin.js';
-import { NotReady, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import { NotReady, keyOf, readyFalse, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 
 /** A Ready config is checked again this often, so a server that goes away shows on the object. */
 const REVERIFY_MS = 5 * 60_000;
@@ -182,9 +182,7 @@ export class DatabaseConfigReconciler {
       } else {
         throw err;
       }
-      const before = config.status?.conditions?.find((c) => c.type === 'Ready');
-      if (before?.reason !== reason) this.ctx.events.record(config, 'Warning', reason, (err as Error).message);
-      status = withCondition(this.ctx, config, status, { type: 'Ready', status: 'False', reason, message: (err as Error).message });
+      status = readyFalse(this.ctx, config, status, reason, (err as Error).message);
     }
     try {
       await writeStatus<DatabaseConfig>(this.ctx, 'config', config, status);

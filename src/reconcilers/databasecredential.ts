@@ -26,7 +26,7 @@ import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
 import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
 import { SECRET_TYPE, SecretTemplateError, buildSecretData } from '../secrets/secretData.js';
-import { NotReady, globMatch, keyOf, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import { NotReady, globMatch, keyOf, readyFalse, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import { PENDING_KEY, ROTATED_AT_ANNOTATION, configForRole } from './databaserole.js';
 
 const DEFAULT_TTL = '1h';
@@ -108,10 +108,7 @@ export class DatabaseCredentialReconciler {
 
   private async reportRevocationFailure(cred: DatabaseCredential, status: DatabaseCredentialStatus, errors: string[]): Promise<void> {
     const message = `revocation failed (retrying with backoff): ${errors.join('; ')}`;
-    if (getCondition(cred.status?.conditions, 'Ready')?.reason !== 'RevocationFailed') {
-      this.ctx.events.record(cred, 'Warning', 'RevocationFailed', message);
-    }
-    await writeStatus(this.ctx, 'credential', cred, withCondition(this.ctx, cred, status, { type: 'Ready', status: 'False', reason: 'RevocationFailed', message }));
+    await writeStatus(this.ctx, 'credential', cred, readyFalse(this.ctx, cred, status, 'RevocationFailed', message));
   }
 
   /** Revokes one role through the config that made it; works when the DatabaseRole is gone (built-in statements). */
@@ -596,8 +593,7 @@ export class DatabaseCredentialReconciler {
   }
 
   private async notReady(cred: DatabaseCredential, status: DatabaseCredentialStatus, reason: string, message: string): Promise<Result> {
-    if (getCondition(cred.status?.conditions, 'Ready')?.reason !== reason) this.ctx.events.record(cred, 'Warning', reason, message);
-    await this.commit(cred, withCondition(this.ctx, cred, status, { type: 'Ready', status: 'False', reason, message }));
+    await this.commit(cred, readyFalse(this.ctx, cred, status, reason, message));
     return {};
   }
 

@@ -7,7 +7,7 @@ import { isConflict } from '../k8s/client.js';
 import { RoleAdminError } from '../postgres/roleAdmin.js';
 import { placeholdersIn } from '../postgres/statements.js';
 import { generatePassword } from '../secrets/password.js';
-import { NotReady, globMatch, keyOf, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import { NotReady, globMatch, keyOf, readyFalse, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import type * as k8s from '@kubernetes/client-node';
 import { parseDuration, toRFC3339 } from '../api/duration.js';
 import { ROTATE_ANNOTATION } from '../api/types.js';
@@ -108,10 +108,7 @@ export class DatabaseRoleReconciler {
         requeueAfter = 30_000;
       } else throw err;
       this.checked.delete(key);
-      if (getCondition(role.status?.conditions, 'Ready')?.reason !== reason) {
-        this.ctx.events.record(role, 'Warning', reason, (err as Error).message);
-      }
-      status = withCondition(this.ctx, role, status, { type: 'Ready', status: 'False', reason, message: (err as Error).message });
+      status = readyFalse(this.ctx, role, status, reason, (err as Error).message);
     }
     try {
       await writeStatus<DatabaseRole>(this.ctx, 'role', role, status);
