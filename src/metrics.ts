@@ -35,7 +35,7 @@ export const credentialEvents = new client.Counter({
   registers: [registry],
 });
 
-export type CredentialEvent = 'issued' | 'rotated' | 'renewed' | 'expired' | 'revoked' | 'revocation_failed' | 'orphan_revoked';
+export type CredentialEvent = 'issued' | 'rotated' | 'renewed' | 'expired' | 'revoked' | 'revocation_failed' | 'orphan_revoked' | 'abandoned';
 
 export function countCredentialEvent(event: CredentialEvent, n = 1): void {
   credentialEvents.inc({ event }, n);

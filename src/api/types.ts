@@ -20,6 +20,12 @@ export const MANAGED_BY_VALUE = 'dbcred-operator';
 export const ROTATE_ANNOTATION = 'dbcred.dev/rotate';
 export const ROTATE_ROOT_ANNOTATION = 'dbcred.dev/rotate-root';
 export const RESTARTED_AT_ANNOTATION = 'dbcred.dev/restartedAt';
+/**
+ * On a DatabaseConfig (an admin act): credentials being deleted whose roles on this config cannot be revoked
+ * let go of them instead of waiting forever (the server is gone for good). Every abandoned username is recorded
+ * in a Warning Event and the log. Value "true".
+ */
+export const ABANDON_ROLES_ANNOTATION = 'dbcred.dev/abandon-roles';
 
 export interface ObjectMeta {
   name: string;
@@ -144,6 +150,14 @@ export interface HeldRole {
   issuedAt?: string;
   expiresAt?: string;
   revokeAfter?: string;
+  /** active role: when its lease is renewed next */
+  renewAt?: string;
+  /** hash of the spec fields this role was issued for (roleRef, secretName): a change means a new role */
+  specHash?: string;
+  /** hashed dbcred.dev/rotate value this role was issued for */
+  rotateRequest?: string;
+  /** host:port/database of the server the role was created on: revocation goes there even if the config moved */
+  server?: string;
 }
 
 export interface DatabaseCredentialStatus extends CommonStatus {

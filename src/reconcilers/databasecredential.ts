@@ -1,13 +1,15 @@
 // DatabaseCredential: a working login delivered as a Secret, for as long as it is wanted and no longer.
 //
-// Every PostgreSQL role the credential may hold is listed in status.roles before it exists (state pending), so an
-// operator killed between any two steps finds it on restart and adopts it (the Secret has it) or revokes it.
-// Deadlines (renewAt, expiresAt, revokeAfter) live in status too: the next wake-up is always recomputed from them.
+// This file gathers and carries out; credentialPolicy.ts decides. Every PostgreSQL role the credential may hold is
+// listed in status.roles before it exists (state pending), so an operator killed between any two steps finds it
+// on restart and promotes it (the Secret has it) or revokes it. Deadlines (renewAt, expiresAt, revokeAfter) live
+// in status too: the next wake-up is always recomputed from them.
 import type * as k8s from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { getCondition, isTrue } from '../api/conditions.js';
 import { formatDuration, parseDuration, toRFC3339 } from '../api/duration.js';
 import {
+  ABANDON_ROLES_ANNOTATION,
   CREDENTIAL_FINALIZER,
   RESTARTED_AT_ANNOTATION,
   ROTATE_ANNOTATION,
@@ -19,14 +21,32 @@ import {
 import type { Result } from '../controller/controller.js';
 import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
-import { poolConfig } from '../postgres/pool.js';
+import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
 import { RoleAdmin, RoleAdminError } from '../postgres/roleAdmin.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
 import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
-import { SECRET_TYPE, SecretTemplateError, buildSecretData } from '../secrets/secretData.js';
+import { SECRET_TYPE, SecretTemplateError, buildSecretData, validateSecretMetadata } from '../secrets/secretData.js';
 import { NotReady, globMatch, keyOf, readyFalse, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import {
+  activeRole,
+  decide,
+  nextWake,
+  renewTime,
+  renewed,
+  retireAll,
+  rotateRequestHash,
+  runIssue,
+  runRevocations,
+  settle,
+  summarize,
+  without,
+  type Decision,
+  type Effects,
+  type LeasePolicy,
+  type Target,
+} from './credentialPolicy.js';
 import { PENDING_KEY, ROTATED_AT_ANNOTATION, configForRole } from './databaserole.js';
 
 const DEFAULT_TTL = '1h';
@@ -34,24 +54,42 @@ const DEFAULT_MAX_TTL = '24h';
 const DEFAULT_RENEWAL_PERCENT = 67;
 const DEFAULT_GRACE = '5m';
 
-interface RoleTarget {
+interface ResolvedTarget {
   role: DatabaseRole;
   roleKey: string;
   resolved: ResolvedConfig;
-  ttlMs: number;
-  maxTTLMs: number;
+  lease: LeasePolicy;
   ttlCapped: boolean;
+  specHash: string;
+  server: string;
 }
 
 /** Thrown to stop a reconcile after a status write that lost an optimistic-lock race: just run again. */
 class Conflict extends Error {}
 
+/** host:port/database: which server a role lives on. */
+export function serverOf(s: Pick<ConnectionSettings, 'host' | 'port' | 'database'>): string {
+  return `${s.host}:${s.port}/${s.database}`;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** How often a Ready credential's role is checked to still exist (besides at every renewal). */
+const VERIFY_INTERVAL_MS = 5 * 60_000;
+
 export class DatabaseCredentialReconciler {
+  private readonly verifiedAt = new Map<string, number>();
+
   constructor(private readonly ctx: OperatorContext) {}
 
   async reconcile(key: string): Promise<Result> {
     let cred = this.ctx.informers.credentials.get(key);
-    if (!cred) return {};
+    if (!cred) {
+      this.verifiedAt.delete(key);
+      return {};
+    }
     try {
       if (cred.metadata.deletionTimestamp) return await this.finalize(cred);
       cred = await this.ensureFinalizer(cred);
@@ -74,47 +112,45 @@ export class DatabaseCredentialReconciler {
     });
   }
 
-  /** Revokes every role the credential holds, then lets go. A failed revocation keeps the finalizer and says why. */
+  /**
+   * Revokes every role the credential holds, then lets go. A failed revocation keeps the finalizer and says why —
+   * unless the admin marked the role's DatabaseConfig with dbcred.dev/abandon-roles=true (its server is gone for
+   * good): then the roles are let go, and every abandoned username is named in a Warning Event and the log.
+   */
   private async finalize(cred: DatabaseCredential): Promise<Result> {
     const finalizers = cred.metadata.finalizers ?? [];
     if (!finalizers.includes(CREDENTIAL_FINALIZER)) return {};
-    const remaining = await this.revokeAll(cred, cred.status?.roles ?? []);
-    if (remaining.failed.length) {
-      await this.reportRevocationFailure(cred, { ...(cred.status ?? {}), roles: remaining.failed }, remaining.errors);
-      throw new Error(`revocation failed: ${remaining.errors.join('; ')}`);
+    const credKey = keyOf(cred.metadata.namespace, cred.metadata.name);
+    const status = cred.status ?? {};
+    const { status: after, failed } = await runRevocations(status, status.roles ?? [], false, { revokeRole: (r) => this.revoke(r) });
+    const abandoned = failed.filter((f) => this.mayAbandon(f.role.config));
+    const stuck = failed.filter((f) => !abandoned.includes(f));
+    if (stuck.length) {
+      await this.commit(cred, readyFalse(this.ctx, cred, after, 'RevocationFailed', `revocation failed (retrying with backoff): ${stuck.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`));
+      throw new Error(`revocation failed: ${stuck.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`);
+    }
+    if (abandoned.length) {
+      const names = abandoned.map((f) => f.role.username);
+      this.ctx.events.record(cred, 'Warning', 'RolesAbandoned', `not revoked, abandoned on the admin's request (${ABANDON_ROLES_ANNOTATION} on their DatabaseConfig): ${names.join(', ')}`);
+      this.ctx.logger.warn('roles abandoned without revocation', { credential: credKey, usernames: names, configs: [...new Set(abandoned.map((f) => f.role.config))] });
+      countCredentialEvent('abandoned', names.length);
     }
     await this.ctx.client.patchMetadata('credential', cred.metadata.namespace, cred.metadata.name, {
       finalizers: finalizers.filter((f) => f !== CREDENTIAL_FINALIZER),
       resourceVersion: cred.metadata.resourceVersion,
     });
-    this.ctx.logger.info('credential deleted; roles revoked', { credential: keyOf(cred.metadata.namespace, cred.metadata.name) });
+    this.ctx.logger.info('credential deleted; roles revoked', { credential: credKey });
     return {};
   }
 
-  private async revokeAll(cred: DatabaseCredential, roles: HeldRole[]): Promise<{ failed: HeldRole[]; errors: string[] }> {
-    const failed: HeldRole[] = [];
-    const errors: string[] = [];
-    for (const held of roles) {
-      try {
-        await this.revoke(held);
-        this.ctx.logger.info('role revoked', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: held.username });
-      } catch (err) {
-        failed.push(held);
-        errors.push(`${held.username}: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
-    return { failed, errors };
+  private mayAbandon(configKey: string): boolean {
+    return this.ctx.informers.configs.get(configKey)?.metadata.annotations?.[ABANDON_ROLES_ANNOTATION] === 'true';
   }
 
-  private async reportRevocationFailure(cred: DatabaseCredential, status: DatabaseCredentialStatus, errors: string[]): Promise<void> {
-    const message = `revocation failed (retrying with backoff): ${errors.join('; ')}`;
-    await writeStatus(this.ctx, 'credential', cred, readyFalse(this.ctx, cred, status, 'RevocationFailed', message));
-  }
-
-  /** Revokes one role through the config that made it; works when the DatabaseRole is gone (built-in statements). */
+  /** Revokes one role through the config that made it, on the server it was made on. */
   private async revoke(held: HeldRole): Promise<void> {
     try {
-      const admin = await this.adminFor(held.config);
+      const admin = await this.adminFor(held);
       // A pending role may still be being created by a transaction a killed operator left running: let it finish.
       if (held.state === 'pending') await admin.waitForInFlightCreations();
       const role = this.ctx.informers.roles.get(held.role);
@@ -124,22 +160,32 @@ export class DatabaseCredentialReconciler {
       throw err;
     }
     countCredentialEvent('revoked');
+    this.ctx.logger.info('role revoked', { username: held.username, was: held.state, config: held.config });
   }
 
   /**
-   * The admin for the server that holds a role. When the config or its root Secret is already gone (a namespace
-   * being deleted with everything in it), the pool this process made for it still knows the way.
+   * The admin for the server that holds a role. If the config now points at another server, the role is revoked
+   * where it was created, with the config's root credentials. When the config or its root Secret is already gone,
+   * the pool this process made for it still knows the way.
    */
-  private async adminFor(configKey: string): Promise<RoleAdmin> {
-    const config = this.ctx.informers.configs.get(configKey);
+  private async adminFor(held: HeldRole): Promise<RoleAdmin> {
+    const config = this.ctx.informers.configs.get(held.config);
     try {
-      if (!config) throw new NotReady('ConfigNotFound', `DatabaseConfig ${configKey} not found; cannot reach the role's server`);
-      return (await resolveConfig(this.ctx, config)).admin;
+      if (!config) throw new NotReady('ConfigNotFound', `DatabaseConfig ${held.config} not found; cannot reach the role's server`);
+      const resolved = await resolveConfig(this.ctx, config);
+      if (!held.server || held.server === serverOf(resolved.settings)) return resolved.admin;
+      return this.adminOn(`${held.config}@${held.server}`, { ...resolved.settings, ...parseServer(held.server) });
     } catch (err) {
-      const existing = this.ctx.pools.existing(configKey);
+      const existing = this.ctx.pools.existing(held.config);
       if (!(err instanceof NotReady) || !existing) throw err;
+      if (held.server && held.server !== serverOf(existing.settings)) throw err;
       return new RoleAdmin(existing.pool, (database) => poolConfig({ ...existing.settings, database }));
     }
+  }
+
+  private adminOn(poolKey: string, settings: ConnectionSettings): RoleAdmin {
+    const pool = this.ctx.pools.get(poolKey, settings);
+    return new RoleAdmin(pool, (database) => poolConfig({ ...settings, database }));
   }
 
   // ---- the live object ----
@@ -148,88 +194,168 @@ export class DatabaseCredentialReconciler {
     const now = this.ctx.clock.now();
     const { namespace, name } = cred.metadata;
     const secretName = cred.spec.secretName ?? name;
-    // Expired and holding nothing: only make sure our Secret stays gone (the cache knows every Secret we own).
-    const expiredNow = getCondition(cred.status?.conditions, 'Expired');
-    if (expiredNow?.status === 'True' && expiredNow.observedGeneration === cred.metadata.generation && !cred.status?.roles?.length) {
-      const leftover = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
-      if (leftover && isOwnedBy(leftover, cred)) await this.ctx.client.deleteSecret(namespace, secretName, leftover.metadata?.uid);
-      return {};
-    }
+    const rotationEnabled = cred.spec.rotation?.enabled !== false;
+    const graceMs = this.graceMs(cred);
+
     // The cache may lag behind our own last write. Where it disagrees with status, read the Secret live: acting
     // on a stale copy would rotate (or revoke) a login that is in fact current.
     let secret = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
-    if (!secret || decodeKey(secret, 'username') !== cred.status?.username) secret = await this.ctx.client.getSecret(namespace, secretName);
-    if (secret && !isOwnedBy(secret, cred)) {
-      return this.notReady(cred, cred.status ?? {}, 'SecretConflict', `Secret ${namespace}/${secretName} exists and is not owned by this DatabaseCredential; refusing to take it over`);
-    }
-    const secretUser = decodeKey(secret, 'username');
-    let status: DatabaseCredentialStatus = { ...(cred.status ?? {}), roles: [...(cred.status?.roles ?? [])] };
+    const expectUser = activeRole(cred.status ?? {})?.username;
+    const hasPending = cred.status?.roles?.some((r) => r.state === 'pending');
+    if (!secret || hasPending || decodeKey(secret, 'username') !== expectUser) secret = await this.ctx.client.getSecret(namespace, secretName);
+    const secretOwned = secret !== undefined && isOwnedBy(secret, cred);
+    const secretUser = secretOwned ? decodeKey(secret, 'username') : undefined;
 
     // 1. Settle what a crash or an earlier rotation left behind.
-    const settled = await this.settle(cred, status, secretUser, now);
-    status = settled.status;
-    if (settled.changed) cred = await this.commit(cred, status);
+    let status = await this.settleRoles(cred, secretUser, now, graceMs, rotationEnabled);
+    cred = await this.commit(cred, status);
 
-    // 2. An expired credential stays expired until its spec changes (GitOps keeps the object).
-    const expired = getCondition(cred.status?.conditions, 'Expired');
-    if (expired?.status === 'True' && expired.observedGeneration === cred.metadata.generation) {
-      if (secret) await this.ctx.client.deleteSecret(namespace, secretName, secret.metadata?.uid);
-      return this.nextWake(status, now);
+    if (secret && !secretOwned) {
+      return this.notReady(cred, status, 'SecretConflict', `Secret ${namespace}/${secretName} exists and is not owned by this DatabaseCredential; refusing to take it over`);
     }
 
-    const active = status.roles?.find((r) => r.state === 'active');
-    const rotationEnabled = cred.spec.rotation?.enabled !== false;
-
-    // 3. Without rotation, the lease ends at expiresAt: revoke, delete the Secret, mark Expired.
-    if (active && !rotationEnabled && active.expiresAt && now >= new Date(active.expiresAt)) {
-      return this.expire(cred, status, active, secret);
-    }
-
-    // 4. What the credential needs from its role and config.
-    let target: RoleTarget;
+    // 2. What the credential may be issued against, checked in full before any SQL runs.
+    let target: ResolvedTarget | undefined;
+    let policyTarget: Target;
     try {
       target = await this.resolveTarget(cred);
+      policyTarget = { ok: true, static: !!target.role.spec.static, roleKey: target.roleKey, configKey: target.resolved.key, server: target.server, specHash: target.specHash, lease: target.lease };
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
-      if (active && active.expiresAt && now >= new Date(active.expiresAt)) return this.expire(cred, status, active, secret);
-      // A credential already issued keeps working until its deadline; say what is wrong meanwhile.
-      const result = await this.notReady(cred, status, err.reason, err.message);
-      return active ? this.nextWake(status, now) : result;
+      policyTarget = { ok: false, reason: err.reason, message: err.message };
     }
+    const expired = getCondition(cred.status?.conditions, 'Expired');
+    const observe = (activeRoleGone = false) =>
+      decide({
+        now,
+        status,
+        secretUser,
+        rotationEnabled,
+        graceMs,
+        target: policyTarget,
+        rotateRequest: rotateRequestHash(cred.metadata.annotations?.[ROTATE_ANNOTATION]),
+        activeRoleGone,
+        expiredForGeneration: expired?.status === 'True' && expired.observedGeneration === cred.metadata.generation,
+      });
 
-    if (target.role.spec.static) return this.reconcileStatic(cred, status, target, secret, now);
-
-    const specHash = this.specHash(cred, target.roleKey);
-    const rotateRequest = cred.metadata.annotations?.[ROTATE_ANNOTATION];
-    let why: string | undefined;
-    if (!active) why = 'issue';
-    else if (secretUser !== active.username) why = 'the Secret was removed or changed';
-    else if (status.issuedForHash !== specHash) why = 'the spec changed';
-    else if (rotateRequest !== undefined && rotateRequest !== status.rotateRequest) why = `annotation ${ROTATE_ANNOTATION} changed`;
-    else if (rotationEnabled && status.renewAt && now >= new Date(status.renewAt)) {
-      why = await this.renewOrRotate(cred, status, active, target, now);
-      if (!why) cred = await this.commit(cred, status);
+    // Now and then (and on every renewal) make sure the active login still exists: a role dropped outside the
+    // operator must not stay behind Ready=True. In memory: only an optimisation of how often to ask.
+    const active = activeRole(status);
+    let activeGone = false;
+    const credKey = keyOf(cred.metadata.namespace, cred.metadata.name);
+    if (active && target && (!active.server || active.server === target.server) && now.getTime() - (this.verifiedAt.get(credKey) ?? 0) >= VERIFY_INTERVAL_MS) {
+      activeGone = !(await target.resolved.admin.roleExists(active.username));
+      this.verifiedAt.set(credKey, now.getTime());
     }
-    if (why) return this.issue(cred, status, target, active, secret, why, specHash, rotateRequest, now);
-
-    // 5. Steady state: keep the Secret's extra keys in line with the template; finish a restart a crash
-    //    interrupted; report Ready.
-    if (secret && active) await this.refreshSecret(cred, secret, target, active);
-    if (active?.issuedAt && status.restartedFor !== active.issuedAt) {
-      if (status.restartedFor === undefined) status.restartedFor = active.issuedAt;
-      else await this.ensureRestarted(cred, status, active.issuedAt);
+    if (activeGone && active) {
+      status = without(status, [active.username], rotationEnabled);
+      status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${active.username} no longer exists in PostgreSQL; issuing a new login`);
+      cred = await this.commit(cred, status);
     }
-    status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${active?.username} is valid until ${status.expiresAt}` });
-    await this.commit(cred, status);
-    return this.nextWake(status, now);
+    let decision: Decision = observe(activeGone);
+    if (decision.action === 'renew' && target) {
+      const outcome = await this.renew(cred, status, decision.role, decision.until, target, now, rotationEnabled);
+      if (outcome.gone) {
+        // Dropped outside the operator: the Secret no longer logs in. Say so, and replace it now.
+        status = without(status, [decision.role.username], rotationEnabled);
+        status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${decision.role.username} no longer exists in PostgreSQL; issuing a new login`);
+        cred = await this.commit(cred, status);
+        decision = observe(true);
+      } else {
+        status = outcome.status;
+        decision = { action: 'ready', role: decision.role };
+      }
+    }
+    return this.carryOut(cred, status, decision, target, secret, secretOwned, now, rotationEnabled, graceMs);
+  }
+
+  private async carryOut(
+    cred: DatabaseCredential,
+    status: DatabaseCredentialStatus,
+    decision: Decision,
+    target: ResolvedTarget | undefined,
+    secret: k8s.V1Secret | undefined,
+    secretOwned: boolean,
+    now: Date,
+    rotationEnabled: boolean,
+    graceMs: number,
+  ): Promise<Result> {
+    const wake = (s: DatabaseCredentialStatus): Result => {
+      const ms = nextWake(s, now, rotationEnabled);
+      return ms === undefined ? {} : { requeueAfter: ms };
+    };
+    switch (decision.action) {
+      case 'stay-expired':
+        if (secret && secretOwned) await this.ctx.client.deleteSecret(cred.metadata.namespace, secret.metadata?.name ?? '', secret.metadata?.uid);
+        return wake(status);
+      case 'expire':
+        return this.expire(cred, status, decision.role, secretOwned ? secret : undefined);
+      case 'lapse': {
+        // Rotation is on but nothing can be issued, and the lease is over: the login is dead; revoke it (TTLs are
+        // enforced) and wait for the role or config to come back, then issue at once. Never Expired.
+        const { status: after, failed } = await runRevocations(status, [decision.role], rotationEnabled, { revokeRole: (r) => this.revoke(r) });
+        const next = readyFalse(this.ctx, cred, after, decision.reason, `${decision.message}; the lease of ${decision.role.username} ended and a new login is issued as soon as this is fixed`);
+        await this.commit(cred, next);
+        if (failed.length) throw new Error(`revocation failed: ${failed.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`);
+        return wake(next);
+      }
+      case 'blocked': {
+        await this.commit(cred, readyFalse(this.ctx, cred, status, decision.reason, decision.message));
+        // Wait for a change of the role or config (their events requeue us), or the lease end; not renewAt,
+        // which has nothing to act on while blocked.
+        const ms = nextWake(status, now, false);
+        return ms === undefined ? {} : { requeueAfter: ms };
+      }
+      case 'static':
+        return this.reconcileStatic(cred, status, target!, secretOwned ? secret : undefined, now, graceMs);
+      case 'issue':
+        return this.issue(cred, status, target!, decision.previous, secretOwned ? secret : undefined, decision.why, now, rotationEnabled, graceMs);
+      case 'renew':
+      case 'ready': {
+        const active = decision.role;
+        // Steady state: keep the Secret's extra keys in line with the template; finish a restart a crash or an
+        // API error interrupted; report Ready.
+        if (secret && secretOwned && target) await this.refreshSecret(cred, secret, target, active);
+        let next = status;
+        if (active.issuedAt && next.restartedFor !== active.issuedAt) {
+          if (next.restartedFor === undefined) next = { ...next, restartedFor: active.issuedAt };
+          else if (await this.ensureRestarted(cred, active.issuedAt)) next = { ...next, restartedFor: active.issuedAt };
+        }
+        next = withCondition(this.ctx, cred, next, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${active.username} is valid until ${next.expiresAt}` });
+        await this.commit(cred, next);
+        if (next.restartedFor !== active.issuedAt) throw new Error('rollout restart failed; retrying');
+        return wake(next);
+      }
+    }
+  }
+
+  /** Promotes or revokes what settle() says; a failed revocation is reported but never blocks the active login. */
+  private async settleRoles(cred: DatabaseCredential, secretUser: string | undefined, now: Date, graceMs: number, rotationEnabled: boolean): Promise<DatabaseCredentialStatus> {
+    const base = cred.status ?? {};
+    const settled = settle(base, secretUser, now, graceMs, rotationEnabled);
+    if (!settled.revoke.length) return settled.status;
+    // Revoking a pending role is only safe on the newest status: a cached copy from before our own last write
+    // could list as pending a role that is already active. Confirm with a live read, else run again.
+    if (settled.revoke.some((r) => r.state === 'pending')) {
+      const live = await this.ctx.client.getResource<DatabaseCredential>('credential', cred.metadata.namespace, cred.metadata.name);
+      if (live?.metadata.resourceVersion !== cred.metadata.resourceVersion) throw new Conflict('cached credential is stale');
+    }
+    const { status, failed } = await runRevocations(settled.status, settled.revoke, rotationEnabled, { revokeRole: (r) => this.revoke(r) });
+    if (failed.length) {
+      const message = failed.map((f) => `${f.role.username}: ${f.error}`).join('; ');
+      this.ctx.events.record(cred, 'Warning', 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`);
+      this.ctx.logger.warn('revocation failed', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), error: message });
+      // Retried at the next wake-up (revokeAfter has passed, so nextWake is at most a second away).
+    }
+    return status;
   }
 
   /**
    * A credential of a static role delivers the one managed user with its current password. The role rotates the
    * password; each rotation reaches this Secret (the role's password Secret is watched) and restarts the targets.
-   * Nothing is revoked: the user is not ours to drop.
+   * Dynamic roles the credential held before its roleRef changed retire with the grace period and are revoked.
    */
-  private async reconcileStatic(cred: DatabaseCredential, status: DatabaseCredentialStatus, target: RoleTarget, secret: k8s.V1Secret | undefined, now: Date): Promise<Result> {
+  private async reconcileStatic(cred: DatabaseCredential, status: DatabaseCredentialStatus, target: ResolvedTarget, secret: k8s.V1Secret | undefined, now: Date, graceMs: number): Promise<Result> {
     const { role } = target;
     const username = role.spec.static?.username ?? '';
     const pwSecret = role.status?.passwordSecretName
@@ -243,78 +369,33 @@ export class DatabaseCredentialReconciler {
     }
     const next = role.status?.nextRotationTime;
     const secretName = cred.spec.secretName ?? cred.metadata.name;
-    let data: Record<string, string>;
-    try {
-      // expires-at is when the password changes next; without a rotation period it does not expire.
-      data = this.secretData(cred, target.resolved, username, password, new Date(next ?? now));
-    } catch (err) {
-      if (err instanceof SecretTemplateError) return this.notReady(cred, status, 'InvalidSecretTemplate', err.message);
-      throw err;
-    }
+    const data = this.secretData(cred, target.resolved, username, password, new Date(next ?? now));
+    // expires-at is when the password changes next; without a rotation period it does not expire.
     if (!next) delete data['expires-at'];
     const rotated = secret !== undefined && decodeKey(secret, 'password') !== password;
+    // The dynamic logins this credential held stay valid through the grace period, then are revoked.
+    status = retireAll(status, now, graceMs);
+    cred = await this.commit(cred, status);
     await this.writeSecret(cred, secretName, data, secret);
     await this.deleteOldSecret(cred, status.secretName, secretName);
-    status = { ...status, username, issuedAt: rotatedAt, expiresAt: next, renewAt: undefined, secretName, binding: { name: secretName }, roles: [] };
+    status = { ...status, username, issuedAt: rotatedAt, expiresAt: next, renewAt: undefined, secretName, binding: { name: secretName }, issuedForHash: undefined };
     // The first delivery needs no restart; afterwards each new rotatedAt restarts the targets once.
     if (!secret || status.restartedFor === undefined) status.restartedFor = rotatedAt;
-    if (rotated) {
-      this.ctx.events.record(cred, 'Normal', 'Rotated', `the password of static user "${username}" was rotated at ${rotatedAt}`);
-    }
-    await this.ensureRestarted(cred, status, rotatedAt);
+    if (rotated) this.ctx.events.record(cred, 'Normal', 'Rotated', `the password of static user "${username}" was rotated at ${rotatedAt}`);
+    const restarted = status.restartedFor === rotatedAt || (await this.ensureRestarted(cred, rotatedAt));
+    if (restarted) status.restartedFor = rotatedAt;
     status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `static user ${username}; password set at ${rotatedAt}` });
     await this.commit(cred, status);
-    return {};
+    if (!restarted) throw new Error('rollout restart failed; retrying');
+    const ms = nextWake(status, now, false);
+    return ms === undefined ? {} : { requeueAfter: ms };
   }
 
-  /** Pending roles are adopted (the Secret has them) or revoked; retiring roles past their grace are revoked. */
-  private async settle(cred: DatabaseCredential, status: DatabaseCredentialStatus, secretUser: string | undefined, now: Date): Promise<{ status: DatabaseCredentialStatus; changed: boolean }> {
-    // Revoking a pending role is only safe on the newest status: a cached copy from before our own last write
-    // could list as pending a role that is already active. Confirm with a live read, else run again.
-    if (status.roles?.some((r) => r.state === 'pending' && r.username !== secretUser)) {
-      const live = await this.ctx.client.getResource<DatabaseCredential>('credential', cred.metadata.namespace, cred.metadata.name);
-      if (live?.metadata.resourceVersion !== cred.metadata.resourceVersion) throw new Conflict('cached credential is stale');
-    }
-    let changed = false;
-    const keep: HeldRole[] = [];
-    const errors: string[] = [];
-    for (const held of status.roles ?? []) {
-      const adopt = held.state === 'pending' && held.username === secretUser;
-      const drop = (held.state === 'pending' && !adopt) || (held.state === 'retiring' && held.revokeAfter !== undefined && now >= new Date(held.revokeAfter));
-      if (adopt) {
-        // Killed after writing the Secret but before status: the role exists and the Secret logs in.
-        const prev = status.roles?.find((r) => r.state === 'active');
-        if (prev) keep.push({ ...prev, state: 'retiring', revokeAfter: toRFC3339(now) });
-        keep.push({ ...held, state: 'active' });
-        status.username = held.username;
-        status.issuedAt = held.issuedAt ? toRFC3339(new Date(held.issuedAt)) : undefined;
-        status.expiresAt = held.expiresAt;
-        changed = true;
-        continue;
-      }
-      if (held.state === 'active' && keep.some((r) => r.state === 'active' && r.username !== held.username)) continue;
-      if (!drop) {
-        keep.push(held);
-        continue;
-      }
-      try {
-        await this.revoke(held);
-        changed = true;
-        this.ctx.logger.info('role revoked', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: held.username, was: held.state });
-      } catch (err) {
-        keep.push(held);
-        errors.push(`${held.username}: ${err instanceof Error ? err.message : String(err)}`);
-      }
-    }
-    const result = { ...status, roles: keep };
-    if (errors.length) {
-      await this.reportRevocationFailure(cred, result, errors);
-      throw new Error(`revocation failed: ${errors.join('; ')}`);
-    }
-    return { status: result, changed };
-  }
-
-  private async resolveTarget(cred: DatabaseCredential): Promise<RoleTarget> {
+  /**
+   * Everything the credential needs from its role and config, validated in full (TTLs, the Secret template and
+   * its labels and annotations) so that a user error is reported before any SQL runs.
+   */
+  private async resolveTarget(cred: DatabaseCredential): Promise<ResolvedTarget> {
     const ref = cred.spec.roleRef;
     const roleNamespace = ref.namespace ?? cred.metadata.namespace;
     const roleKey = keyOf(roleNamespace, ref.name);
@@ -336,11 +417,20 @@ export class DatabaseCredentialReconciler {
       maxTTLMs = parseDuration(role.spec.maxTTL ?? DEFAULT_MAX_TTL);
       ttlMs = parseDuration(cred.spec.ttl ?? role.spec.defaultTTL ?? DEFAULT_TTL);
     } catch (err) {
-      throw new NotReady('InvalidTTL', err instanceof Error ? err.message : String(err));
+      throw new NotReady('InvalidTTL', errorText(err));
     }
     if (ttlMs <= 0) throw new NotReady('InvalidTTL', 'ttl must be positive');
-    const ttlCapped = ttlMs > maxTTLMs;
-    return { role, roleKey, resolved, ttlMs: Math.min(ttlMs, maxTTLMs), maxTTLMs, ttlCapped };
+    // The Secret as it would be written, with sample values: a template or metadata error is found now.
+    try {
+      const tpl = cred.spec.secretTemplate;
+      validateSecretMetadata(tpl?.labels, tpl?.annotations);
+      this.secretData(cred, resolved, 'sample', 'sample-password', new Date(0));
+    } catch (err) {
+      if (err instanceof SecretTemplateError) throw new NotReady('InvalidSecretTemplate', err.message);
+      throw err;
+    }
+    const lease = { ttlMs: Math.min(ttlMs, maxTTLMs), maxTTLMs, renewalPercent: cred.spec.rotation?.renewalPercent ?? DEFAULT_RENEWAL_PERCENT };
+    return { role, roleKey, resolved, lease, ttlCapped: ttlMs > maxTTLMs, specHash: this.specHash(cred, roleKey), server: serverOf(resolved.settings) };
   }
 
   private specHash(cred: DatabaseCredential, roleKey: string): string {
@@ -348,127 +438,117 @@ export class DatabaseCredentialReconciler {
     return createHash('sha256').update(basis).digest('hex').slice(0, 16);
   }
 
-  /** Extends the lease by a full ttl if maxTTL allows; otherwise returns why a new role is needed. */
-  private async renewOrRotate(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, target: RoleTarget, now: Date): Promise<string | undefined> {
-    const issuedAt = new Date(active.issuedAt ?? now);
-    const newExpiry = new Date(now.getTime() + target.ttlMs);
-    if (newExpiry.getTime() > issuedAt.getTime() + target.maxTTLMs) return 'maxTTL reached';
-    await target.resolved.admin.renewRole(active.username, newExpiry, target.role.spec.renewStatements);
-    active.expiresAt = toRFC3339(newExpiry);
-    status.roles = status.roles?.map((r) => (r.username === active.username ? { ...active } : r));
-    status.expiresAt = active.expiresAt;
-    status.renewAt = toRFC3339(this.renewAt(cred, now, newExpiry));
+  /** Extends the active lease; a role that no longer exists comes back as gone (the caller replaces it). */
+  private async renew(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, until: Date, target: ResolvedTarget, now: Date, rotationEnabled: boolean): Promise<{ gone: boolean; status: DatabaseCredentialStatus }> {
+    try {
+      if (!(await target.resolved.admin.roleExists(active.username))) return { gone: true, status };
+      await target.resolved.admin.renewRole(active.username, until, target.role.spec.renewStatements);
+    } catch (err) {
+      if (err instanceof RoleAdminError && err.kind === 'gone') return { gone: true, status };
+      throw err;
+    }
+    const next = renewed(status, active.username, now, until, target.lease, rotationEnabled);
     countCredentialEvent('renewed');
-    this.ctx.logger.info('credential renewed', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username, expiresAt: status.expiresAt });
-    return undefined;
-  }
-
-  private renewAt(cred: DatabaseCredential, leaseStart: Date, expiresAt: Date): Date {
-    const pct = cred.spec.rotation?.renewalPercent ?? DEFAULT_RENEWAL_PERCENT;
-    return new Date(leaseStart.getTime() + ((expiresAt.getTime() - leaseStart.getTime()) * pct) / 100);
+    this.ctx.logger.info('credential renewed', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username, expiresAt: next.expiresAt });
+    return { gone: false, status: next };
   }
 
   /** A new role, then the Secret, then status; the previous role (if any) retires after the grace period. */
   private async issue(
     cred: DatabaseCredential,
     status: DatabaseCredentialStatus,
-    target: RoleTarget,
+    target: ResolvedTarget,
     previous: HeldRole | undefined,
     secret: k8s.V1Secret | undefined,
     why: string,
-    specHash: string,
-    rotateRequest: string | undefined,
     now: Date,
+    rotationEnabled: boolean,
+    graceMs: number,
   ): Promise<Result> {
     const { namespace, name } = cred.metadata;
     const credKey = keyOf(namespace, name);
     const { resolved, role } = target;
-    const username = renderUsername(resolved.template, {
-      role: role.metadata.name,
-      credential: name,
-      namespace,
-      config: resolved.config.metadata.name,
-    }, { now });
+    const username = renderUsername(resolved.template, { role: role.metadata.name, credential: name, namespace, config: resolved.config.metadata.name }, { now });
+    if (status.roles?.some((r) => r.username === username)) {
+      // A template without {{random}} or {{unix_time}} can repeat a name within one second: try again shortly.
+      return { requeueAfter: 1_000 };
+    }
     const password = generatePassword(resolved.passwordLength);
-    const expiresAt = new Date(now.getTime() + target.ttlMs);
-    const issuedAt = toRFC3339(now);
+    const passwordForSQL = resolved.scram ? await scramSha256Verifier(password) : password;
+    const expiresAt = new Date(now.getTime() + target.lease.ttlMs);
     // The role's own issuedAt keeps milliseconds: it is also the restart stamp, unique even for two rotations
     // within one second.
     const stamp = now.toISOString();
-    const held: HeldRole = { username, state: 'pending', config: resolved.key, role: target.roleKey, issuedAt: stamp, expiresAt: toRFC3339(expiresAt) };
+    const held: HeldRole = {
+      username,
+      state: 'pending',
+      config: resolved.key,
+      role: target.roleKey,
+      issuedAt: stamp,
+      expiresAt: toRFC3339(expiresAt),
+      renewAt: toRFC3339(renewTime(now, expiresAt, target.lease.renewalPercent)),
+      specHash: target.specHash,
+      rotateRequest: rotateRequestHash(cred.metadata.annotations?.[ROTATE_ANNOTATION]),
+      server: target.server,
+    };
+    const secretName = cred.spec.secretName ?? name;
+    const data = this.secretData(cred, resolved, username, password, this.loginDeadline(rotationEnabled, now, expiresAt, target.lease));
 
-    // Intent first: if we die after CREATE ROLE, the next reconcile finds this entry and cleans up.
-    status.roles = [...(status.roles ?? []), held];
-    cred = await this.commit(cred, status);
-
+    const fx: Effects = {
+      commit: async (s) => {
+        // The last commit of an issue also carries the conditions and the Secret's name: one write, not two.
+        const full = activeRole(s)?.username === username ? this.issuedStatus(cred, s, secretName) : s;
+        cred = await this.commit(cred, full);
+        return full;
+      },
+      createRole: () =>
+        resolved.admin.issueRole({
+          username,
+          passwordForSQL,
+          expiration: expiresAt,
+          creationStatements: role.spec.creationStatements ?? [],
+          rollbackStatements: role.spec.rollbackStatements,
+          marker: { namespace, name, uid: cred.metadata.uid ?? '' },
+        }),
+      writeSecret: async () => {
+        await this.writeSecret(cred, secretName, data, secret);
+        await this.deleteOldSecret(cred, status.secretName, secretName);
+      },
+      revokeRole: (r) => this.revoke(r),
+    };
     try {
-      await resolved.admin.issueRole({
-        username,
-        passwordForSQL: resolved.scram ? await scramSha256Verifier(password) : password,
-        expiration: expiresAt,
-        creationStatements: role.spec.creationStatements ?? [],
-        rollbackStatements: role.spec.rollbackStatements,
-        marker: { namespace, name, uid: cred.metadata.uid ?? '' },
-      });
+      status = await runIssue(status, held, now, graceMs, rotationEnabled, fx);
     } catch (err) {
       if (!(err instanceof RoleAdminError)) throw err;
-      // Creation is one transaction: nothing exists, so the intent can go.
-      status.roles = status.roles.filter((r) => r.username !== username);
-      await this.notReady(cred, status, 'IssueFailed', err.message);
+      await this.notReady(cred, cred.status ?? status, 'IssueFailed', err.message);
       throw err;
     }
-
-    const secretName = cred.spec.secretName ?? name;
-    let data: Record<string, string>;
-    try {
-      data = this.secretData(cred, resolved, username, password, this.loginDeadline(cred, now, expiresAt, target));
-    } catch (err) {
-      if (!(err instanceof SecretTemplateError)) throw err;
-      // The role exists but cannot be delivered: revoke it now rather than leave it for the sweep.
-      await resolved.admin.revokeRole(username).catch(() => undefined);
-      status.roles = status.roles.filter((r) => r.username !== username);
-      return this.notReady(cred, status, 'InvalidSecretTemplate', err.message);
-    }
-    await this.writeSecret(cred, secretName, data, secret);
-    await this.deleteOldSecret(cred, status.secretName, secretName);
-
-    const grace = this.graceMs(cred);
-    status.roles = status.roles.map((r) => {
-      if (r.username === username) return { ...r, state: 'active' };
-      if (r.state === 'active') return { ...r, state: 'retiring', revokeAfter: toRFC3339(new Date(now.getTime() + grace)) };
-      return r;
-    });
-    const rotationEnabled = cred.spec.rotation?.enabled !== false;
-    Object.assign(status, {
-      username,
-      issuedAt,
-      expiresAt: toRFC3339(expiresAt),
-      renewAt: rotationEnabled ? toRFC3339(this.renewAt(cred, now, expiresAt)) : undefined,
-      secretName,
-      binding: { name: secretName },
-      issuedForHash: specHash,
-      rotateRequest,
-      // A first issue needs no restart (pods starting now read the new Secret); a rotation restarts below.
-      restartedFor: previous ? status.restartedFor : stamp,
-    });
-    status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${username} is valid until ${status.expiresAt}` });
-    status = withCondition(this.ctx, cred, status, { type: 'Expired', status: 'False', reason: 'Valid', message: 'the credential has not expired' });
-    cred = await this.commit(cred, status);
 
     countCredentialEvent(previous ? 'rotated' : 'issued');
     this.ctx.logger.info(previous ? 'credential rotated' : 'credential issued', { credential: credKey, username, expiresAt: status.expiresAt, why });
     if (target.ttlCapped && !previous) {
-      this.ctx.events.record(cred, 'Warning', 'TTLCapped', `requested ttl exceeds the role's maxTTL; capped to ${formatDuration(target.ttlMs)}`);
+      this.ctx.events.record(cred, 'Warning', 'TTLCapped', `requested ttl exceeds the role's maxTTL; capped to ${formatDuration(target.lease.ttlMs)}`);
     }
     if (previous) {
-      this.ctx.events.record(cred, 'Normal', 'Rotated', `issued ${username} (${why}); ${previous.username} is revoked after ${formatDuration(grace)}`);
-      await this.extendForGrace(resolved.admin, previous, new Date(now.getTime() + grace), role);
-      await this.ensureRestarted(cred, status, stamp);
-      await this.commit(cred, status);
+      this.ctx.events.record(cred, 'Normal', 'Rotated', `issued ${username} (${why}); ${previous.username} is revoked after ${formatDuration(graceMs)}`);
+      await this.extendForGrace(resolved.admin, previous, new Date(now.getTime() + graceMs), role);
     } else {
-      this.ctx.events.record(cred, 'Normal', 'Issued', `issued ${username}, valid until ${status.expiresAt}`);
+      this.ctx.events.record(cred, 'Normal', 'Issued', `issued ${username} (${why}), valid until ${status.expiresAt}`);
     }
-    return this.nextWake(status, now);
+    // Workloads that read an earlier login of this credential restart; a first issue needs none (promote()).
+    if (status.restartedFor !== stamp) {
+      if (!(await this.ensureRestarted(cred, stamp))) throw new Error('rollout restart failed; retrying');
+      status = { ...status, restartedFor: stamp };
+      await this.commit(cred, status);
+    }
+    const ms = nextWake(status, now, rotationEnabled);
+    return ms === undefined ? {} : { requeueAfter: ms };
+  }
+
+  private issuedStatus(cred: DatabaseCredential, s: DatabaseCredentialStatus, secretName: string): DatabaseCredentialStatus {
+    let next: DatabaseCredentialStatus = { ...s, secretName, binding: { name: secretName } };
+    next = withCondition(this.ctx, cred, next, { type: 'Ready', status: 'True', reason: 'Issued', message: `credential ${next.username} is valid until ${next.expiresAt}` });
+    return withCondition(this.ctx, cred, next, { type: 'Expired', status: 'False', reason: 'Valid', message: 'the credential has not expired' });
   }
 
   /**
@@ -476,8 +556,8 @@ export class DatabaseCredentialReconciler {
    * rotation, issuedAt + maxTTL (renewals never pass it and a new login replaces it before). So renewals leave the
    * Secret unchanged.
    */
-  private loginDeadline(cred: DatabaseCredential, issuedAt: Date, leaseEnd: Date, target: RoleTarget): Date {
-    return cred.spec.rotation?.enabled === false ? leaseEnd : new Date(issuedAt.getTime() + target.maxTTLMs);
+  private loginDeadline(rotationEnabled: boolean, issuedAt: Date, leaseEnd: Date, lease: LeasePolicy): Date {
+    return rotationEnabled ? new Date(issuedAt.getTime() + lease.maxTTLMs) : leaseEnd;
   }
 
   private graceMs(cred: DatabaseCredential): number {
@@ -492,26 +572,29 @@ export class DatabaseCredentialReconciler {
   private async extendForGrace(admin: RoleAdmin, previous: HeldRole, until: Date, role: DatabaseRole): Promise<void> {
     if (previous.expiresAt && new Date(previous.expiresAt) >= until) return;
     await admin.renewRole(previous.username, until, role.spec.renewStatements).catch((err: unknown) =>
-      this.ctx.logger.warn('could not extend retiring role through its grace period', { username: previous.username, error: err instanceof Error ? err.message : String(err) }),
+      this.ctx.logger.warn('could not extend retiring role through its grace period', { username: previous.username, error: errorText(err) }),
     );
   }
 
   /**
-   * Restarts the rollout targets for the login issued at stamp, once: the pod-template annotation's value is stamp
+   * Restarts the rollout targets for the login issued at stamp. The pod-template annotation's value is stamp
    * itself, so repeating the patch (after an operator restart) changes nothing and starts no second rollout.
+   * Returns true when every target was restarted or does not exist (Warning Event); false when a patch failed
+   * and must be retried — the caller records restartedFor only on true.
    */
-  private async ensureRestarted(cred: DatabaseCredential, status: DatabaseCredentialStatus, stamp: string): Promise<void> {
-    if (status.restartedFor === stamp) return;
+  private async ensureRestarted(cred: DatabaseCredential, stamp: string): Promise<boolean> {
+    let done = true;
     for (const t of cred.spec.rolloutRestartTargets ?? []) {
       try {
         await this.ctx.client.annotatePodTemplate(t.kind, cred.metadata.namespace, t.name, { [RESTARTED_AT_ANNOTATION]: stamp });
         this.ctx.logger.info('rollout restarted', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), target: `${t.kind}/${t.name}` });
       } catch (err) {
-        const reason = isNotFound(err) ? 'RolloutTargetNotFound' : 'RolloutRestartFailed';
-        this.ctx.events.record(cred, 'Warning', reason, `${t.kind} ${t.name}: ${apiErrorMessage(err)}`);
+        const missing = isNotFound(err);
+        if (!missing) done = false;
+        this.ctx.events.record(cred, 'Warning', missing ? 'RolloutTargetNotFound' : 'RolloutRestartFailed', `${t.kind} ${t.name}: ${apiErrorMessage(err)}`);
       }
     }
-    status.restartedFor = stamp; // the caller commits
+    return done;
   }
 
   /** After secretName changed: the Secret under the old name goes (only if it is ours). */
@@ -522,22 +605,22 @@ export class DatabaseCredentialReconciler {
   }
 
   private async expire(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, secret: k8s.V1Secret | undefined): Promise<Result> {
-    try {
-      await this.revoke(active);
-    } catch (err) {
-      await this.reportRevocationFailure(cred, status, [`${active.username}: ${err instanceof Error ? err.message : String(err)}`]);
-      throw err;
+    const { status: after, failed } = await runRevocations(status, [active], false, { revokeRole: (r) => this.revoke(r) });
+    if (failed.length) {
+      const message = failed.map((f) => `${f.role.username}: ${f.error}`).join('; ');
+      await this.commit(cred, readyFalse(this.ctx, cred, status, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
+      throw new Error(`revocation failed: ${message}`);
     }
     if (secret?.metadata?.name) await this.ctx.client.deleteSecret(cred.metadata.namespace, secret.metadata.name, secret.metadata.uid);
-    status.roles = (status.roles ?? []).filter((r) => r.username !== active.username);
-    status.renewAt = undefined;
-    status = withCondition(this.ctx, cred, status, { type: 'Expired', status: 'True', reason: 'TTLExpired', message: `the lease ended at ${active.expiresAt}; role revoked and Secret deleted` });
-    status = withCondition(this.ctx, cred, status, { type: 'Ready', status: 'False', reason: 'Expired', message: 'the credential expired (rotation disabled); change the spec to issue a new one' });
-    await this.commit(cred, status);
+    let next = summarize(after, false);
+    next = withCondition(this.ctx, cred, next, { type: 'Expired', status: 'True', reason: 'TTLExpired', message: `the lease ended at ${active.expiresAt}; role revoked and Secret deleted` });
+    next = withCondition(this.ctx, cred, next, { type: 'Ready', status: 'False', reason: 'Expired', message: 'the credential expired (rotation disabled); change the spec to issue a new one' });
+    await this.commit(cred, next);
     countCredentialEvent('expired');
     this.ctx.events.record(cred, 'Normal', 'Expired', `role ${active.username} revoked at the end of its lease`);
     this.ctx.logger.info('credential expired', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username });
-    return this.nextWake(status, this.ctx.clock.now());
+    const ms = nextWake(next, this.ctx.clock.now(), false);
+    return ms === undefined ? {} : { requeueAfter: ms };
   }
 
   // ---- the Secret ----
@@ -568,16 +651,10 @@ export class DatabaseCredentialReconciler {
   }
 
   /** Template keys, labels or annotations changed: rewrite the Secret with the password it already holds. */
-  private async refreshSecret(cred: DatabaseCredential, secret: k8s.V1Secret, target: RoleTarget, active: HeldRole): Promise<void> {
+  private async refreshSecret(cred: DatabaseCredential, secret: k8s.V1Secret, target: ResolvedTarget, active: HeldRole): Promise<void> {
     const password = decodeKey(secret, 'password');
     if (password === undefined || !active.expiresAt) return;
-    let data: Record<string, string>;
-    try {
-      data = this.secretData(cred, target.resolved, active.username, password, new Date(decodeKey(secret, 'expires-at') ?? active.expiresAt));
-    } catch (err) {
-      if (err instanceof SecretTemplateError) throw new NotReady('InvalidSecretTemplate', err.message);
-      throw err;
-    }
+    const data = this.secretData(cred, target.resolved, active.username, password, new Date(decodeKey(secret, 'expires-at') ?? active.expiresAt));
     await this.writeSecret(cred, secret.metadata?.name ?? '', data, secret);
   }
 
@@ -596,15 +673,11 @@ export class DatabaseCredentialReconciler {
     await this.commit(cred, readyFalse(this.ctx, cred, status, reason, message));
     return {};
   }
+}
 
-  /** The next deadline from status: renewal (or expiry without rotation) and the end of any grace period. */
-  private nextWake(status: DatabaseCredentialStatus, now: Date): Result {
-    const deadlines: number[] = [];
-    const active = status.roles?.find((r) => r.state === 'active');
-    if (status.renewAt && active) deadlines.push(new Date(status.renewAt).getTime());
-    else if (active?.expiresAt) deadlines.push(new Date(active.expiresAt).getTime());
-    for (const r of status.roles ?? []) if (r.state === 'retiring' && r.revokeAfter) deadlines.push(new Date(r.revokeAfter).getTime());
-    if (!deadlines.length) return {};
-    return { requeueAfter: Math.max(0, Math.min(...deadlines) - now.getTime()) + 10 };
-  }
+function parseServer(server: string): { host: string; port: number; database: string } {
+  const slash = server.indexOf('/');
+  const hostPort = server.slice(0, slash);
+  const colon = hostPort.lastIndexOf(':');
+  return { host: hostPort.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(hostPort.slice(colon + 1)), database: server.slice(slash + 1) };
 }

@@ -180,3 +180,39 @@ export function fillConnectionURL(connectionURL: string, username: string, passw
     })
     .join('');
 }
+
+const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const MAX_ANNOTATIONS_BYTES = 256 * 1024;
+
+/** Why key is not a valid label/annotation key (apimachinery's IsQualifiedName), or undefined. */
+function qualifiedNameProblem(key: string): string | undefined {
+  const slash = key.lastIndexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== undefined && (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return 'its prefix must be a DNS subdomain';
+  if (name.length === 0 || name.length > 63 || !QUALIFIED_NAME.test(name)) return 'its name part must be 1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit';
+  return undefined;
+}
+
+/**
+ * Checks secretTemplate.labels and .annotations as the API server would, so that a bad key is reported before any
+ * SQL runs (a Secret write refused with 422 after CREATE ROLE would create and drop a role on every retry).
+ */
+export function validateSecretMetadata(labels: Record<string, string> | undefined, annotations: Record<string, string> | undefined): void {
+  for (const [key, value] of Object.entries(labels ?? {})) {
+    const problem = qualifiedNameProblem(key);
+    if (problem) throw new SecretTemplateError(`secretTemplate.labels key ${JSON.stringify(key.slice(0, 80))} is invalid: ${problem}`);
+    if (value.length > 63 || !LABEL_VALUE.test(value)) {
+      throw new SecretTemplateError(`secretTemplate.labels["${key}"] value is invalid: at most 63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit`);
+    }
+  }
+  let bytes = 0;
+  for (const [key, value] of Object.entries(annotations ?? {})) {
+    const problem = qualifiedNameProblem(key);
+    if (problem) throw new SecretTemplateError(`secretTemplate.annotations key ${JSON.stringify(key.slice(0, 80))} is invalid: ${problem}`);
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+  }
+  if (bytes > MAX_ANNOTATIONS_BYTES) throw new SecretTemplateError(`secretTemplate.annotations total ${bytes} bytes, more than the API server's 256 KiB limit`);
+}

@@ -6,6 +6,7 @@ import {
   parseConnectionURL,
   SecretTemplateError,
   type SecretDataInput,
+  validateSecretMetadata,
 } from '../../src/secrets/secretData.js';
 
 const input: SecretDataInput = {
@@ -133,4 +134,24 @@ describe('fillConnectionURL', () => {
   it('refuses an unknown placeholder', () => {
     assert.throws(() => fillConnectionURL('postgresql://{{user}}@db', 'u', 'p'), /unknown placeholder \{\{user\}\}/);
   });
+});
+
+describe('validateSecretMetadata', () => {
+  it('accepts ordinary labels and annotations', () => {
+    assert.doesNotThrow(() => validateSecretMetadata({ app: 'api', 'example.com/tier': 'db' }, { 'example.com/owner': 'team a', note: '' }));
+  });
+  for (const [what, labels, annotations] of [
+    ['an annotation key with a space', undefined, { 'bad key': 'x' }],
+    ['an annotation key with two slashes', undefined, { 'a/b/c': 'x' }],
+    ['an annotation prefix that is not a DNS name', undefined, { 'Example.com/x': 'x' }],
+    ['an empty label key', { '': 'x' }, undefined],
+    ['a label key over 63 characters', { ['k'.repeat(64)]: 'x' }, undefined],
+    ['a label value with a space', { app: 'a b' }, undefined],
+    ['a label value over 63 characters', { app: 'v'.repeat(64) }, undefined],
+    ['annotations over 256 KiB', undefined, { big: 'x'.repeat(256 * 1024) }],
+  ] as Array<[string, Record<string, string> | undefined, Record<string, string> | undefined]>) {
+    it(`refuses ${what}`, () => {
+      assert.throws(() => validateSecretMetadata(labels, annotations), SecretTemplateError);
+    });
+  }
 });
