@@ -1,7 +1,7 @@
 // Wiring only: settings, clients, caches, controllers, health endpoint, orphan sweep, shutdown.
 import type * as k8s from '@kubernetes/client-node';
 import http from 'node:http';
-import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type AnyResource, type DatabaseConfig, type DatabaseCredential, type DatabaseRole } from './api/types.js';
+import { ABANDON_ROLES_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, type AnyResource, type DatabaseConfig, type DatabaseCredential, type DatabaseRole } from './api/types.js';
 import { ConfigError, loadConfig } from './config.js';
 import { realClock } from './controller/clock.js';
 import { Controller } from './controller/controller.js';
@@ -34,9 +34,13 @@ function onlyStatusChanged(old: Resource | undefined, obj: Resource): boolean {
   return meta(old) === meta(obj);
 }
 
-/** Dependents care when the object's spec, readiness or existence changed, not about every status write. */
+/**
+ * Dependents care when the object's spec, readiness or existence changed, not about every status write — and, for a
+ * DatabaseConfig, when the admin sets dbcred.dev/abandon-roles (credentials stuck in deletion act on it at once).
+ */
 function changedForDependents(old: Resource | undefined, obj: Resource): boolean {
-  return !old || old.metadata.generation !== obj.metadata.generation || readyStatus(old) !== readyStatus(obj);
+  const abandon = (o: Resource) => o.metadata.annotations?.[ABANDON_ROLES_ANNOTATION];
+  return !old || old.metadata.generation !== obj.metadata.generation || readyStatus(old) !== readyStatus(obj) || abandon(old) !== abandon(obj);
 }
 
 async function main(): Promise<void> {
