@@ -160,7 +160,7 @@ describe('credential lifecycle under faults', function () {
   it('replaces a role dropped outside the operator: Ready=False until a new login exists', async () => {
     await apply(env, ns, [credentialObject('dropped', { roleRef: { name: 'reader' }, ttl: '6s' })]);
     const { data: old } = await issued('dropped');
-    await q(`DROP ROLE "${old.username}"`);
+    await q(`REASSIGN OWNED BY "${old.username}" TO postgres; DROP OWNED BY "${old.username}"; DROP ROLE "${old.username}"`);
     assert.equal(await loginError(connectionFromSecret(old)), '28P01');
     await reissued('dropped', old.username!, 30_000);
   });
@@ -192,7 +192,7 @@ describe('credential lifecycle under faults', function () {
     }));
     const moved = await reissued('moved', old.username!);
     assert.equal(Number(moved.port), server2.port, 'the Secret points at the new server');
-    assert.equal(await roleExists(moved.username!, server2.connection), true);
+    assert.equal(await roleExists(moved.username!, { ...server2.connection, password: env.postgres.password }), true);
     await waitFor('the old role to be revoked on the old server', async () => !(await roleExists(old.username!)), { timeoutMs: 30_000, intervalMs: 250 });
   });
 
