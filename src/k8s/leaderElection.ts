@@ -13,7 +13,7 @@ import * as k8s from '@kubernetes/client-node';
 import { performance } from 'node:perf_hooks';
 import { type Cancel, type Clock, realClock } from '../controller/clock.js';
 import type { Logger } from '../logger.js';
-import { abortOptions, apiErrorMessage, isNotFound, type KubeClient } from './client.js';
+import { abortOptions, apiErrorMessage, isConflict, isNotFound, type KubeClient } from './client.js';
 
 /** The Lease calls the elector makes; each is aborted by signal. A seam for unit tests. */
 export interface LeaseAPI {
@@ -248,7 +248,9 @@ export class LeaderElector {
     try {
       return await this.tryAcquireOrRenew(ac.signal);
     } catch (err) {
-      this.opts.logger.warn('leader election request failed', { lease: this.lease, error: apiErrorMessage(err) });
+      // A conflict is someone else's write winning the race: expected, and still a failed attempt.
+      const level = isConflict(err) ? 'debug' : 'warn';
+      this.opts.logger.log(level, 'leader election request failed', { lease: this.lease, error: apiErrorMessage(err) });
       return 'failed';
     } finally {
       cancel();
