@@ -14,6 +14,12 @@ export interface OperatorConfig {
   leaderElection: boolean;
   leaseNamespace: string;
   leaseName: string;
+  /** A standby takes the Lease over once its record has not changed for this long (ms). */
+  leaseDurationMs: number;
+  /** The leader stops (exits) when it has not renewed the Lease for this long (ms). */
+  renewDeadlineMs: number;
+  /** Time between attempts to acquire or renew the Lease (ms). */
+  retryPeriodMs: number;
   /** How often roles marked by this operator are checked against their credentials (ms); 0 = off. */
   orphanSweepPeriodMs: number;
   identity: string;
@@ -47,6 +53,16 @@ function boolSetting(env: NodeJS.ProcessEnv, name: string, dflt: boolean): boole
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const leaseDurationMs = durationSetting(env, 'LEASE_DURATION', '15s');
+  const renewDeadlineMs = durationSetting(env, 'RENEW_DEADLINE', '10s');
+  const retryPeriodMs = durationSetting(env, 'RETRY_PERIOD', '2s');
+  // As client-go: the leader must give up before a standby may take over, and get more than one try first.
+  if (!(leaseDurationMs > renewDeadlineMs && renewDeadlineMs > retryPeriodMs && retryPeriodMs > 0)) {
+    throw new ConfigError(`LEASE_DURATION > RENEW_DEADLINE > RETRY_PERIOD > 0 is required (got ${leaseDurationMs}ms, ${renewDeadlineMs}ms, ${retryPeriodMs}ms)`);
+  }
+  if (leaseDurationMs < 1000 || leaseDurationMs % 1000 !== 0) {
+    throw new ConfigError(`LEASE_DURATION: want whole seconds (the Lease stores seconds), got ${leaseDurationMs}ms`);
+  }
   return {
     logLevel: env.LOG_LEVEL || 'info',
     watchNamespace: env.WATCH_NAMESPACE ?? '',
@@ -56,6 +72,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     leaderElection: boolSetting(env, 'LEADER_ELECT', false),
     leaseNamespace: env.POD_NAMESPACE || 'dbcred-system',
     leaseName: env.LEASE_NAME || 'dbcred-operator-leader',
+    leaseDurationMs,
+    renewDeadlineMs,
+    retryPeriodMs,
     orphanSweepPeriodMs: durationSetting(env, 'ORPHAN_SWEEP_PERIOD', '5m'),
     identity: env.POD_NAME || `${process.env.HOSTNAME ?? 'local'}-${process.pid}`,
   };

@@ -174,7 +174,16 @@ async function main(): Promise<void> {
     : undefined;
 
   const elector = settings.leaderElection
-    ? new LeaderElector({ client, logger, namespace: settings.leaseNamespace, name: settings.leaseName, identity: settings.identity })
+    ? new LeaderElector({
+        client,
+        logger,
+        namespace: settings.leaseNamespace,
+        name: settings.leaseName,
+        identity: settings.identity,
+        leaseDurationMs: settings.leaseDurationMs,
+        renewDeadlineMs: settings.renewDeadlineMs,
+        retryPeriodMs: settings.retryPeriodMs,
+      })
     : undefined;
 
   let stopping = false;
@@ -202,8 +211,13 @@ async function main(): Promise<void> {
   ready = true;
   if (elector) {
     logger.info('caches synced; waiting for leadership', { lease: `${settings.leaseNamespace}/${settings.leaseName}` });
-    // Leadership lost means another replica may act: stop at once rather than race it.
-    await elector.run(() => void shutdown('lost leadership', 1));
+    // Leadership lost means another replica may act now: no graceful drain. Abort every in-flight reconcile and
+    // exit at once (as controller-runtime does); level-based reconciles resume on the new leader.
+    await elector.run(() => {
+      for (const ctl of [configCtl, roleCtl, credCtl]) ctl?.abort('leadership lost');
+      sweeper.stop();
+      process.exit(1); // the elector has logged why
+    });
   }
   if (stopping) return;
   configCtl.start();

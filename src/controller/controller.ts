@@ -19,7 +19,7 @@ export interface Result {
 
 /**
  * Reconciles the object named by key ("namespace/name"): re-read it and converge, never act on an event payload.
- * signal aborts when the controller stops and the grace period ran out.
+ * signal aborts when the controller stops and the grace period ran out, or at once on abort().
  */
 export type ReconcileFunc = (key: string, signal: AbortSignal) => Promise<Result>;
 
@@ -69,7 +69,7 @@ export class Controller {
   private readonly workerCount: number;
   private readonly clock: Clock;
   private readonly shutdownTimeoutMs: number;
-  private readonly abort = new AbortController();
+  private readonly aborter = new AbortController();
   private workers: Promise<void>[] = [];
   private started = false;
   private stopping: Promise<void> | undefined;
@@ -111,6 +111,15 @@ export class Controller {
     return this.stopping;
   }
 
+  /**
+   * Stops at once, without waiting: no key is handed out any more and every in-flight reconcile's AbortSignal
+   * fires now. For when this process must stop acting immediately (leadership lost).
+   */
+  abort(reason = `controller ${this.name} aborted`): void {
+    this.queue.shutDown();
+    this.aborter.abort(new Error(reason));
+  }
+
   private async shutDown(): Promise<void> {
     this.logger.info('stopping workers', { controller: this.name });
     let cancelTimeout: Cancel | undefined;
@@ -128,7 +137,7 @@ export class Controller {
         controller: this.name,
         timeoutMs: this.shutdownTimeoutMs,
       });
-      this.abort.abort(new Error(`controller ${this.name} stopped`));
+      this.aborter.abort(new Error(`controller ${this.name} stopped`));
     }
   }
 
@@ -148,7 +157,7 @@ export class Controller {
     const startedMs = this.clock.now().getTime();
     const fields = { controller: this.name, key };
     try {
-      const result: Result | undefined = await this.reconcileFn(key, this.abort.signal);
+      const result: Result | undefined = await this.reconcileFn(key, this.aborter.signal);
       const durationMs = this.clock.now().getTime() - startedMs;
       const requeueAfter = result?.requeueAfter;
       this.observe(this.name, result?.requeue === true && requeueAfter === undefined ? 'requeue' : 'success', durationMs / 1000);

@@ -63,6 +63,25 @@ export function apiErrorMessage(err: unknown): string {
   return redactText(err instanceof Error ? err.message.split('\n')[0] ?? '' : String(err));
 }
 
+/**
+ * Per-request options that abort the request when signal fires: client-node 1.4 hands the request context's
+ * signal to fetch. Without it a request to a hung API server waits for the socket to time out.
+ */
+export function abortOptions(signal: AbortSignal): k8s.ConfigurationOptions {
+  return {
+    middleware: [
+      {
+        pre: (ctx: k8s.RequestContext) => {
+          ctx.setSignal(signal);
+          return new k8s.Observable(Promise.resolve(ctx));
+        },
+        post: (rsp: k8s.ResponseContext) => new k8s.Observable(Promise.resolve(rsp)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  };
+}
+
 export interface ListResult<T> {
   items: T[];
   resourceVersion: string;

@@ -1,11 +1,12 @@
 // A list-watch cache that does not give up. client-node's informer stops for good on any error but 410 and
-// never notices a silent watch, so this one: relists on 410 Gone, re-watches with backoff on any error, aborts a
+// never notices a silent watch, so this one: relists on 410 Gone (whether the server says it as an ERROR event in
+// the stream or as the status of the watch request itself), re-watches with backoff on any other error, aborts a
 // watch that has been silent for too long (watchdog), and replays every cached key periodically (resync).
 // Handlers only enqueue keys; an exception in one is caught and logged.
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { KubeClient, ListResult } from './client.js';
-import { apiErrorMessage } from './client.js';
+import { apiErrorCode, apiErrorMessage } from './client.js';
 
 export interface Meta {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -27,6 +28,30 @@ export interface InformerOptions<T> {
   logger: Logger;
   /** A watch with no event (bookmarks included) for this long is restarted. */
   watchdogMs?: number;
+  /** Starts one watch; default client-node's Watch.watch. A seam for unit tests. */
+  watch?: WatchFn;
+}
+
+/** client-node's Watch.watch: done is called once, with an error (the request's or the stream's) or null. */
+export type WatchFn = (
+  path: string,
+  query: Record<string, string | number | boolean | undefined>,
+  onEvent: (type: string, obj: unknown) => void,
+  done: (err: unknown) => void,
+) => Promise<AbortController>;
+
+/** What the list-watch loop does once a watch has ended. */
+export type NextStep = 'relist' | 'rewatch' | 'backoff';
+
+/**
+ * 410 Gone means our resourceVersion is older than the server keeps: only a new list can continue. The server
+ * says so either as an ERROR event in the stream (goneEvent) or as the HTTP status of the watch request itself
+ * (client-node's Watch then fails with statusCode 410). Any other error re-watches from where we are, after a
+ * backoff; a clean end (server timeout, our own abort) re-watches at once.
+ */
+export function nextStep(err: unknown, goneEvent: boolean): NextStep {
+  if (goneEvent || (err !== undefined && err !== null && apiErrorCode(err) === 410)) return 'relist';
+  return err === undefined || err === null ? 'rewatch' : 'backoff';
 }
 
 export function objectKey(obj: Meta): string {
@@ -46,9 +71,13 @@ export class ResilientInformer<T extends Meta> {
   private syncedResolve: (() => void) | undefined;
   private readonly synced = new Promise<void>((r) => (this.syncedResolve = r));
   private readonly watchdogMs: number;
+  private readonly watch: WatchFn;
+  /** Set by an ERROR event with code 410 in the current watch's stream. */
+  private goneEvent = false;
 
   constructor(private readonly opts: InformerOptions<T>) {
     this.watchdogMs = opts.watchdogMs ?? (WATCH_TIMEOUT_S + 60) * 1000;
+    this.watch = opts.watch ?? ((path, query, onEvent, done) => new k8s.Watch(opts.client.kc).watch(path, query, onEvent, done));
   }
 
   on(handler: InformerHandler<T>): void {
@@ -140,28 +169,30 @@ export class ResilientInformer<T extends Meta> {
       watchdog.unref();
       const finish = (err?: unknown) => {
         clearInterval(watchdog);
+        const step = nextStep(err, this.goneEvent);
+        if (step === 'relist') this.resourceVersion = '';
         // An abort is ours (stop, 410, watchdog): not a failure to back off from.
-        if (err && !this.stopped && !this.abort?.signal.aborted) reject(err);
+        if (step === 'backoff' && !this.stopped && !this.abort?.signal.aborted) reject(err);
         else resolve();
       };
       this.abort = undefined;
+      this.goneEvent = false;
       this.opts.client.count('watch');
-      new k8s.Watch(this.opts.client.kc)
-        .watch(
-          this.opts.path,
-          {
-            resourceVersion: this.resourceVersion,
-            allowWatchBookmarks: true,
-            timeoutSeconds: WATCH_TIMEOUT_S,
-            labelSelector: this.opts.labelSelector,
-            fieldSelector: this.opts.fieldSelector,
-          },
-          (type: string, obj: T & { code?: number }) => {
-            lastEvent = Date.now();
-            this.handleEvent(type, obj);
-          },
-          (err: unknown) => finish(err ?? undefined),
-        )
+      this.watch(
+        this.opts.path,
+        {
+          resourceVersion: this.resourceVersion,
+          allowWatchBookmarks: true,
+          timeoutSeconds: WATCH_TIMEOUT_S,
+          labelSelector: this.opts.labelSelector,
+          fieldSelector: this.opts.fieldSelector,
+        },
+        (type: string, obj: unknown) => {
+          lastEvent = Date.now();
+          this.handleEvent(type, obj as T & { code?: number });
+        },
+        (err: unknown) => finish(err ?? undefined),
+      )
         .then((ac) => (this.abort = ac))
         .catch(finish);
     });
@@ -169,8 +200,8 @@ export class ResilientInformer<T extends Meta> {
 
   private handleEvent(type: string, obj: T & { code?: number }): void {
     if (type === 'ERROR') {
-      // 410 Gone: our resourceVersion is too old; relist. Other errors: re-watch from where we are.
-      if (obj.code === 410) this.resourceVersion = '';
+      // 410 Gone: our resourceVersion is too old; relist (see nextStep). Other errors: re-watch from where we are.
+      if (obj.code === 410) this.goneEvent = true;
       this.abort?.abort();
       return;
     }

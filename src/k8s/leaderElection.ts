@@ -1,9 +1,59 @@
-// Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does: acquire when the Lease is
-// free or expired, renew every retry period, give up leadership when renewals fail for the renew deadline, and
-// release the Lease on a clean shutdown so a standby takes over at once. client-node has no such helper.
+// Leader election on a coordination.k8s.io Lease, after client-go's tools/leaderelection (client-node has none):
+//   - Time is only ever compared on this process's own monotonic clock. A foreign Lease is expired when its record
+//     (holder, renewTime, transitions, resourceVersion) has not changed for its leaseDuration since this process
+//     last saw it change; the holder's renewTime is never compared with our clock, so clock skew cannot make a live
+//     Lease look expired or a dead one look live.
+//   - Writes are optimistic: replace carries the resourceVersion that was read, so two candidates cannot both win
+//     (the loser gets 409, which is a failure, never a success). Taking the Lease from another holder increments
+//     leaseTransitions.
+//   - Every request is aborted when it runs past its deadline, and loss is judged on a timer from the last
+//     successful renewal, so a hung request cannot hide a lost Lease. Seeing another holder while leading is a
+//     loss at once.
 import * as k8s from '@kubernetes/client-node';
+import { performance } from 'node:perf_hooks';
+import { type Cancel, type Clock, realClock } from '../controller/clock.js';
 import type { Logger } from '../logger.js';
-import { apiErrorMessage, isConflict, isNotFound, type KubeClient } from './client.js';
+import { abortOptions, apiErrorMessage, isConflict, isNotFound, type KubeClient } from './client.js';
+
+/** The Lease calls the elector makes; each is aborted by signal. A seam for unit tests. */
+export interface LeaseAPI {
+  get(signal: AbortSignal): Promise<k8s.V1Lease | undefined>;
+  create(lease: k8s.V1Lease, signal: AbortSignal): Promise<k8s.V1Lease>;
+  /** Must be refused (409) when lease.metadata.resourceVersion is no longer current. */
+  replace(lease: k8s.V1Lease, signal: AbortSignal): Promise<k8s.V1Lease>;
+}
+
+export function kubeLeaseAPI(client: KubeClient, namespace: string, name: string): LeaseAPI {
+  const api = client.coordination;
+  return {
+    async get(signal) {
+      client.count('get');
+      try {
+        return await api.readNamespacedLease({ namespace, name }, abortOptions(signal));
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      }
+    },
+    create(lease, signal) {
+      client.count('create');
+      return api.createNamespacedLease({ namespace, body: lease }, abortOptions(signal));
+    },
+    replace(lease, signal) {
+      client.count('update');
+      return api.replaceNamespacedLease({ namespace, name, body: lease }, abortOptions(signal));
+    },
+  };
+}
+
+/**
+ * A Clock that never jumps: wall time at process start plus monotonic time since. The elector measures every
+ * interval on it, so an NTP step on this machine cannot shorten or stretch a lease.
+ */
+export const monotonicClock: Clock = {
+  now: () => new Date(performance.timeOrigin + performance.now()),
+  setTimeout: (fn, ms) => realClock.setTimeout(fn, ms),
+};
 
 export interface LeaderElectionOptions {
   client: KubeClient;
@@ -11,110 +61,229 @@ export interface LeaderElectionOptions {
   namespace: string;
   name: string;
   identity: string;
+  /** How long a standby waits, after the Lease last changed, before it takes the Lease over. Default 15s. */
   leaseDurationMs?: number;
+  /** The leader gives up when it has not renewed for this long. Shorter than leaseDurationMs. Default 10s. */
   renewDeadlineMs?: number;
+  /** Time between attempts to acquire or renew. Default 2s. */
   retryPeriodMs?: number;
+  /** Default: monotonicClock. */
+  clock?: Clock;
+  /** Default: the Lease namespace/name through client. */
+  api?: LeaseAPI;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The outcome of one attempt: we hold the Lease now, another live holder has it, or the attempt failed. */
+type Attempt = 'held' | 'heldByOther' | 'failed';
+
+/** What identifies one version of the Lease record: any change to these restarts the expiry count. */
+function recordOf(lease: k8s.V1Lease): string {
+  const s = lease.spec ?? {};
+  return JSON.stringify([
+    s.holderIdentity ?? '',
+    s.renewTime ? new Date(s.renewTime).toISOString() : '',
+    s.leaseTransitions ?? 0,
+    s.leaseDurationSeconds ?? 0,
+    lease.metadata?.resourceVersion ?? '',
+  ]);
+}
 
 export class LeaderElector {
   private readonly leaseDurationMs: number;
   private readonly renewDeadlineMs: number;
   private readonly retryPeriodMs: number;
+  private readonly clock: Clock;
+  private readonly api: LeaseAPI;
+  private readonly lease: string;
   private stopped = false;
   private leading = false;
+  /** The Lease as last read or written, and when (on this.clock) its record last changed. */
+  private observed: k8s.V1Lease | undefined;
+  private observedRecord = '';
+  private observedAtMs = 0;
+  private lastRenewMs = 0;
+  private cancelDeadline: Cancel | undefined;
+  private cancelNext: Cancel | undefined;
+  private wake: (() => void) | undefined;
 
   constructor(private readonly opts: LeaderElectionOptions) {
     this.leaseDurationMs = opts.leaseDurationMs ?? 15_000;
     this.renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
+    if (!(this.leaseDurationMs > this.renewDeadlineMs && this.renewDeadlineMs > this.retryPeriodMs && this.retryPeriodMs > 0)) {
+      throw new Error('leader election wants leaseDuration > renewDeadline > retryPeriod > 0');
+    }
+    this.clock = opts.clock ?? monotonicClock;
+    this.api = opts.api ?? kubeLeaseAPI(opts.client, opts.namespace, opts.name);
+    this.lease = `${opts.namespace}/${opts.name}`;
   }
 
-  /** Resolves once this process holds the Lease; then keeps renewing it and calls onLost if it cannot. */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /**
+   * Resolves once this process holds the Lease (or release() was called first); then keeps renewing it and calls
+   * onLost once, at the moment it can no longer be sure it holds the Lease.
+   */
   async run(onLost: () => void): Promise<void> {
-    while (!this.stopped && !(await this.tryAcquireOrRenew())) await sleep(this.retryPeriodMs);
-    if (this.stopped) return;
-    this.leading = true;
-    this.opts.logger.info('became leader', { lease: `${this.opts.namespace}/${this.opts.name}`, identity: this.opts.identity });
-    void this.renewLoop(onLost);
-  }
-
-  private async renewLoop(onLost: () => void): Promise<void> {
-    let lastRenew = Date.now();
     while (!this.stopped) {
-      await sleep(this.retryPeriodMs);
-      if (this.stopped) return;
-      if (await this.tryAcquireOrRenew()) {
-        lastRenew = Date.now();
-      } else if (Date.now() - lastRenew > this.renewDeadlineMs) {
-        this.leading = false;
-        this.opts.logger.error('lost leadership', { lease: `${this.opts.namespace}/${this.opts.name}` });
-        onLost();
+      const startedMs = this.nowMs();
+      if ((await this.attempt(this.renewDeadlineMs)) === 'held') {
+        if (this.stopped) return; // released while the request ran: release() did not know to give it back
+        this.leading = true;
+        this.lastRenewMs = startedMs;
+        this.opts.logger.info('became leader', { lease: this.lease, identity: this.opts.identity });
+        this.armDeadline(onLost);
+        this.scheduleRenew(onLost);
         return;
       }
+      await this.sleep(this.retryPeriodMs);
     }
   }
 
   /** Gives the Lease up (on a clean shutdown) so that another replica need not wait for it to expire. */
   async release(): Promise<void> {
-    this.stopped = true;
-    if (!this.leading) return;
-    this.leading = false;
+    const wasLeading = this.leading;
+    this.stop();
+    if (!wasLeading) return;
+    const ac = new AbortController();
+    const cancel = this.clock.setTimeout(() => ac.abort(new Error('lease release timed out')), this.retryPeriodMs);
     try {
-      const lease = await this.read();
+      const lease = await this.bounded(this.api.get(ac.signal), ac.signal);
       if (lease?.spec?.holderIdentity !== this.opts.identity) return;
-      lease.spec = { ...lease.spec, holderIdentity: undefined, renewTime: new k8s.V1MicroTime(Date.now() - this.leaseDurationMs), leaseDurationSeconds: 1 };
-      await this.replace(lease);
+      const now = new k8s.V1MicroTime(this.nowMs());
+      // As client-go: no holder, a 1s duration, transitions kept; resourceVersion makes it a no-op if taken.
+      lease.spec = { leaseDurationSeconds: 1, acquireTime: now, renewTime: now, leaseTransitions: lease.spec.leaseTransitions };
+      await this.bounded(this.api.replace(lease, ac.signal), ac.signal);
     } catch (err) {
-      this.opts.logger.warn('could not release the lease', { error: apiErrorMessage(err) });
+      this.opts.logger.warn('could not release the lease', { lease: this.lease, error: apiErrorMessage(err) });
+    } finally {
+      cancel();
     }
   }
 
-  private async read(): Promise<k8s.V1Lease | undefined> {
-    this.opts.client.count('get');
+  private stop(): void {
+    this.stopped = true;
+    this.leading = false;
+    this.cancelDeadline?.();
+    this.cancelNext?.();
+    this.wake?.();
+  }
+
+  private nowMs(): number {
+    return this.clock.now().getTime();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.wake = resolve;
+      this.cancelNext = this.clock.setTimeout(resolve, ms);
+    });
+  }
+
+  /** Loss is a timer from the last renewal: it fires even while a renew request hangs. */
+  private armDeadline(onLost: () => void): void {
+    this.cancelDeadline?.();
+    const remaining = this.lastRenewMs + this.renewDeadlineMs - this.nowMs();
+    this.cancelDeadline = this.clock.setTimeout(() => this.lose(onLost, 'not renewed within the renew deadline'), remaining);
+  }
+
+  private scheduleRenew(onLost: () => void): void {
+    this.cancelNext = this.clock.setTimeout(() => void this.renew(onLost), this.retryPeriodMs);
+  }
+
+  private async renew(onLost: () => void): Promise<void> {
+    if (!this.leading) return;
+    const startedMs = this.nowMs();
+    // No request may outlive the deadline: past it the renewal would come too late to count anyway.
+    const outcome = await this.attempt(this.lastRenewMs + this.renewDeadlineMs - startedMs);
+    if (!this.leading) return; // lost (deadline timer) or released while the request ran
+    if (outcome === 'held') {
+      this.lastRenewMs = startedMs;
+      this.armDeadline(onLost);
+    } else if (outcome === 'heldByOther') {
+      return this.lose(onLost, `the lease is held by ${this.observed?.spec?.holderIdentity ?? 'another holder'}`);
+    }
+    this.scheduleRenew(onLost);
+  }
+
+  private lose(onLost: () => void, reason: string): void {
+    if (!this.leading) return;
+    this.stop();
+    this.opts.logger.error('lost leadership', { lease: this.lease, identity: this.opts.identity, reason });
+    onLost();
+  }
+
+  /** Settles when the promise does or the signal fires, whichever is first: a request that ignores its signal cannot hang us. */
+  private bounded<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  private observe(lease: k8s.V1Lease): void {
+    const record = recordOf(lease);
+    if (record !== this.observedRecord) {
+      this.observedRecord = record;
+      this.observedAtMs = this.nowMs();
+    }
+    this.observed = lease;
+  }
+
+  /** A foreign Lease is expired when its record has not changed for its own leaseDuration, on our clock. */
+  private expired(lease: k8s.V1Lease): boolean {
+    const durationMs = (lease.spec?.leaseDurationSeconds || Math.ceil(this.leaseDurationMs / 1000)) * 1000;
+    return this.nowMs() >= this.observedAtMs + durationMs;
+  }
+
+  /** One try to acquire or renew, with every request aborted after timeoutMs. */
+  private async attempt(timeoutMs: number): Promise<Attempt> {
+    if (timeoutMs <= 0) return 'failed';
+    const ac = new AbortController();
+    const cancel = this.clock.setTimeout(() => ac.abort(new Error(`lease request timed out after ${timeoutMs}ms`)), timeoutMs);
     try {
-      return await this.opts.client.coordination.readNamespacedLease({ namespace: this.opts.namespace, name: this.opts.name });
+      return await this.tryAcquireOrRenew(ac.signal);
     } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      // A conflict is someone else's write winning the race: expected, and still a failed attempt.
+      const level = isConflict(err) ? 'debug' : 'warn';
+      this.opts.logger.log(level, 'leader election request failed', { lease: this.lease, error: apiErrorMessage(err) });
+      return 'failed';
+    } finally {
+      cancel();
     }
   }
 
-  private async replace(lease: k8s.V1Lease): Promise<void> {
-    this.opts.client.count('update');
-    await this.opts.client.coordination.replaceNamespacedLease({ namespace: this.opts.namespace, name: this.opts.name, body: lease });
-  }
-
-  private async tryAcquireOrRenew(): Promise<boolean> {
-    const now = Date.now();
-    const spec = (acquireTime: Date): k8s.V1LeaseSpec => ({
+  private async tryAcquireOrRenew(signal: AbortSignal): Promise<Attempt> {
+    const old = await this.bounded(this.api.get(signal), signal);
+    const desired = (now: k8s.V1MicroTime, acquireTime: Date | undefined, transitions: number): k8s.V1LeaseSpec => ({
       holderIdentity: this.opts.identity,
       leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000),
-      acquireTime: new k8s.V1MicroTime(acquireTime.getTime()),
-      renewTime: new k8s.V1MicroTime(now),
+      acquireTime: acquireTime ? new k8s.V1MicroTime(new Date(acquireTime).getTime()) : now,
+      renewTime: now,
+      leaseTransitions: transitions,
     });
-    try {
-      const lease = await this.read();
-      if (!lease) {
-        this.opts.client.count('create');
-        await this.opts.client.coordination.createNamespacedLease({
-          namespace: this.opts.namespace,
-          body: { metadata: { name: this.opts.name, namespace: this.opts.namespace }, spec: spec(new Date(now)) },
-        });
-        return true;
-      }
-      const holder = lease.spec?.holderIdentity;
-      const renewed = lease.spec?.renewTime ? new Date(lease.spec.renewTime).getTime() : 0;
-      const duration = (lease.spec?.leaseDurationSeconds ?? 0) * 1000;
-      const mine = holder === this.opts.identity;
-      if (!mine && holder && renewed + duration > now) return false; // someone else holds a live lease
-      const acquired = mine && lease.spec?.acquireTime ? new Date(lease.spec.acquireTime) : new Date(now);
-      await this.replace({ ...lease, spec: spec(acquired) });
-      return true;
-    } catch (err) {
-      if (!isConflict(err)) this.opts.logger.warn('leader election request failed', { error: apiErrorMessage(err) });
-      return false;
+    if (!old) {
+      const now = new k8s.V1MicroTime(this.nowMs());
+      const body: k8s.V1Lease = { metadata: { name: this.opts.name, namespace: this.opts.namespace }, spec: desired(now, undefined, 0) };
+      this.observe(await this.bounded(this.api.create(body, signal), signal));
+      return 'held';
     }
+    this.observe(old);
+    const holder = old.spec?.holderIdentity;
+    const mine = holder === this.opts.identity;
+    if (holder && !mine && !this.expired(old)) return 'heldByOther';
+    const now = new k8s.V1MicroTime(this.nowMs());
+    const transitions = old.spec?.leaseTransitions ?? 0;
+    // old.metadata carries the resourceVersion we read: if anyone wrote in between, this is refused with 409.
+    const body: k8s.V1Lease = {
+      ...old,
+      spec: mine ? desired(now, old.spec?.acquireTime, transitions) : desired(now, undefined, transitions + 1),
+    };
+    this.observe(await this.bounded(this.api.replace(body, signal), signal));
+    return 'held';
   }
 }
