@@ -6,6 +6,7 @@
 //   any other error/throw  → log the message only, addRateLimited (per-key exponential backoff)
 // Nothing a reconcile does can stop a worker.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'winston';
 import { type Cancel, type Clock, realClock } from './clock.js';
 import { WorkQueue } from './queue.js';
@@ -22,6 +23,17 @@ export interface Result {
  * signal aborts when the controller stops and the grace period ran out, or at once on abort().
  */
 export type ReconcileFunc = (key: string, signal: AbortSignal) => Promise<Result>;
+
+/** The running reconcile's signal, for code deep below it (SQL, API writes) without threading a parameter. */
+const reconcileSignal = new AsyncLocalStorage<AbortSignal>();
+
+/**
+ * Throws if the reconcile this call runs in was aborted (leadership lost, shutdown): called before every step
+ * that changes PostgreSQL or the API server, so that a replica that may no longer lead stops acting at once.
+ */
+export function throwIfAborted(): void {
+  reconcileSignal.getStore()?.throwIfAborted();
+}
 
 /** An error retrying cannot fix (invalid spec, refused reference). Reported, then the key is not requeued. */
 export class TerminalError extends Error {
@@ -157,7 +169,8 @@ export class Controller {
     const startedMs = this.clock.now().getTime();
     const fields = { controller: this.name, key };
     try {
-      const result: Result | undefined = await this.reconcileFn(key, this.aborter.signal);
+      const signal = this.aborter.signal;
+      const result: Result | undefined = await reconcileSignal.run(signal, () => this.reconcileFn(key, signal));
       const durationMs = this.clock.now().getTime() - startedMs;
       const requeueAfter = result?.requeueAfter;
       this.observe(this.name, result?.requeue === true && requeueAfter === undefined ? 'requeue' : 'success', durationMs / 1000);

@@ -18,7 +18,7 @@ import {
   type DatabaseRole,
   type HeldRole,
 } from '../api/types.js';
-import type { Result } from '../controller/controller.js';
+import { throwIfAborted, type Result } from '../controller/controller.js';
 import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
@@ -149,6 +149,7 @@ export class DatabaseCredentialReconciler {
 
   /** Revokes one role through the config that made it, on the server it was made on. */
   private async revoke(held: HeldRole): Promise<void> {
+    throwIfAborted();
     try {
       const admin = await this.adminFor(held);
       // A pending role may still be being created by a transaction a killed operator left running: let it finish.
@@ -501,16 +502,19 @@ export class DatabaseCredentialReconciler {
         cred = await this.commit(cred, full);
         return full;
       },
-      createRole: () =>
-        resolved.admin.issueRole({
+      createRole: () => {
+        throwIfAborted();
+        return resolved.admin.issueRole({
           username,
           passwordForSQL,
           expiration: expiresAt,
           creationStatements: role.spec.creationStatements ?? [],
           rollbackStatements: role.spec.rollbackStatements,
           marker: { namespace, name, uid: cred.metadata.uid ?? '' },
-        }),
+        });
+      },
       writeSecret: async () => {
+        throwIfAborted();
         await this.writeSecret(cred, secretName, data, secret);
         await this.deleteOldSecret(cred, status.secretName, secretName);
       },
@@ -661,6 +665,7 @@ export class DatabaseCredentialReconciler {
   // ---- status ----
 
   private async commit(cred: DatabaseCredential, status: DatabaseCredentialStatus): Promise<DatabaseCredential> {
+    throwIfAborted();
     try {
       return await writeStatus(this.ctx, 'credential', cred, status);
     } catch (err) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import winston from 'winston';
 import { FakeClock } from '../../src/controller/clock.js';
-import { Controller } from '../../src/controller/controller.js';
+import { Controller, throwIfAborted } from '../../src/controller/controller.js';
 
 async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -38,5 +38,38 @@ describe('Controller.abort (leadership lost)', () => {
     controller.enqueue('ns/d');
     await flush();
     assert.deepEqual(started, ['ns/a', 'ns/b'], 'nothing new started');
+  });
+
+  it('lets code deep inside a reconcile stop before its next write (throwIfAborted)', async () => {
+    const steps: string[] = [];
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let outcome: unknown;
+    const controller = new Controller({
+      name: 'test',
+      logger: winston.createLogger({ silent: true }),
+      clock: new FakeClock(),
+      reconcile: async () => {
+        throwIfAborted();
+        steps.push('first write');
+        await gate; // e.g. waiting on PostgreSQL
+        try {
+          throwIfAborted();
+          steps.push('second write');
+        } catch (err) {
+          outcome = err;
+        }
+        return {};
+      },
+    });
+    controller.start();
+    controller.enqueue('ns/a');
+    await flush();
+    controller.abort('leadership lost');
+    release();
+    await flush();
+    assert.deepEqual(steps, ['first write'], 'nothing was written after the abort');
+    assert.ok(outcome instanceof Error);
+    assert.doesNotThrow(() => throwIfAborted(), 'outside a reconcile it never throws');
   });
 });
