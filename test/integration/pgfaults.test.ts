@@ -2,12 +2,13 @@
 // fast mode, pg_terminate_backend) must be retried, never crash the process; and a pool replaced by new settings
 // (a root rotation) must let what is in flight on the old one finish.
 import assert from 'node:assert/strict';
-import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import pg from 'pg';
+import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { createLogger } from '../../src/logger.js';
 import { PoolRegistry, poolConfig, type ClientSource, type ConnectionSettings } from '../../src/postgres/pool.js';
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
-import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
+import { OperatorProcess, apply, condition, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('PostgreSQL faults under load', function () {
   this.timeout(300_000);
@@ -80,6 +81,67 @@ describe('PostgreSQL faults under load', function () {
       }
       assert.ok(terminated > 0, 'some of the operator\'s sessions were terminated');
       await assertAllIssued(docs.map((d) => (d as { metadata: { name: string } }).metadata.name));
+    });
+  });
+
+  describe('a CREATEROLE-only admin', () => {
+    let ns: string;
+    let operator: OperatorProcess;
+    const roleExists = async (username: string) =>
+      (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username}'`)).rowCount === 1;
+
+    /** Root Secret, DatabaseConfig and DatabaseRole for a new CREATEROLE login with the given extra options. */
+    const adminObjects = async (name: string, options: string): Promise<object[]> => {
+      const user = `${name}_${process.pid}`;
+      await queryAs(env.postgres.connection, `CREATE ROLE "${user}" LOGIN CREATEROLE ${options} PASSWORD '${name}-Password-1'`);
+      const [secret, config, role] = platformObjects(env, {
+        config: name,
+        role: `${name}-role`,
+        creationStatements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`],
+      }) as [{ stringData: Record<string, string> }, object, object];
+      secret.stringData = { username: user, password: `${name}-Password-1` };
+      return [secret, config, role];
+    };
+
+    before(async function () {
+      this.timeout(120_000);
+      ns = await createNamespace(env, 'pgadmin');
+      operator = new OperatorProcess(env);
+      operator.start();
+      await operator.waitReady();
+    });
+
+    after(async () => {
+      await operator?.stop();
+    });
+
+    it('says when the admin cannot end sessions (NOINHERIT), and stays Ready', async () => {
+      await apply(env, ns, await adminObjects('noinherit', 'NOINHERIT'));
+      const config = await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'noinherit', 'SessionTermination', 'False', 'CannotTerminateSessions');
+      assert.equal(condition(config, 'Ready')?.status, 'True', 'issuing still works: the config stays Ready');
+      assert.match(condition(config, 'SessionTermination')?.message ?? '', /NOINHERIT/);
+    });
+
+    it('finishes a revocation that stopped part-way (role NOLOGIN, admin already a member) and ends the session', async () => {
+      const objects = await adminObjects('partial', '');
+      const admin = (objects[0] as { stringData: Record<string, string> }).stringData.username ?? '';
+      await apply(env, ns, [...objects, credentialObject('partial', { roleRef: { name: 'partial-role' } })]);
+      await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'partial', 'Ready', 'True', undefined, 60_000);
+      const data = await readSecretData(env, ns, 'partial');
+      assert.ok(data?.username);
+      const session = new pg.Client({ ...connectionFromSecret(data), connectionTimeoutMillis: 5000 });
+      session.on('error', () => undefined);
+      await session.connect();
+      try {
+        // What a revocation that failed after its first two steps leaves behind.
+        await queryAs(env.postgres.connection, `ALTER ROLE "${data.username}" NOLOGIN; GRANT "${data.username}" TO "${admin}"`);
+        await session.query('SELECT 1');
+        await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'partial', '--wait=true', '--timeout=60s']);
+        await assert.rejects(session.query('SELECT 1'), 'the open session was terminated');
+      } finally {
+        await session.end().catch(() => undefined);
+      }
+      assert.equal(await roleExists(data.username), false);
     });
   });
 
