@@ -1,6 +1,6 @@
-// One pg.Pool per DatabaseConfig, replaced only when what it connects with changes (URL, root credentials, CA,
-// size). Pools carry connect/statement/lock timeouts and an error listener: an idle client that dies must not
-// take the process down.
+// One pool per DatabaseConfig, whose pg.Pool is replaced only when what it connects with changes (URL, root
+// credentials, CA, size), and retired gracefully. Pools carry connect/statement/lock timeouts and an error
+// listener (an idle client that dies must not take the process down); checkout() gives a checked-out client one.
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
@@ -59,50 +59,172 @@ function fingerprint(settings: ConnectionSettings): string {
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex');
 }
 
-interface Entry {
-  pool: pg.Pool;
-  fingerprint: string;
-  settings: ConnectionSettings;
+/** What talking to PostgreSQL needs of a pool: a client checkout. A pg.Pool is one, and so is a ConfigPool. */
+export interface ClientSource {
+  connect(): Promise<pg.PoolClient>;
 }
 
+/**
+ * Runs fn on a client checked out of source, and gives the client back. pg emits 'error' on a checked-out client
+ * whose connection dies (57P01 when the server shuts down, a reset socket), while pg-pool listens only on idle
+ * clients: unheard, that event kills the process. Here it is heard, and surfaces as the failure of fn's next
+ * query (pg fails every query of a broken client). A client that saw any error is destroyed rather than returned
+ * (release(err)): it may be broken, or still in a transaction that ROLLBACK could not end.
+ */
+export async function checkout<T>(source: ClientSource, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await source.connect();
+  let failure: unknown;
+  const onError = (err: Error): void => {
+    failure ??= err;
+  };
+  client.on('error', onError);
+  try {
+    return await fn(client);
+  } catch (err) {
+    failure ??= err ?? new Error('query failed');
+    throw err;
+  } finally {
+    client.removeListener('error', onError);
+    client.release(failure === undefined ? undefined : failure instanceof Error ? failure : new Error(String(failure)));
+  }
+}
+
+/** A retired pool is ended once idle, or after this long at the latest (ending never cuts a checked-out client). */
+const RETIRED_POOL_MAX_MS = 2 * STATEMENT_TIMEOUT_MS;
+
+/**
+ * The connections of one DatabaseConfig, one object for the life of the config. When what it connects with
+ * changes (root rotation, an edited root Secret or URL), a new pg.Pool takes every new checkout, while the old
+ * one is retired gracefully: queries running on it finish, checkouts queued on it are served by the clients
+ * they wait for, and it is ended once nothing is checked out or waiting. Ending it at once would fail those
+ * queued checkouts ("Cannot use a pool after calling end" or a connect timeout) in reconciles that had nothing
+ * wrong with them.
+ */
+export class ConfigPool implements ClientSource {
+  private current: pg.Pool;
+  private fingerprint: string;
+  private closed = false;
+
+  constructor(
+    private readonly key: string,
+    private settingsInUse: ConnectionSettings,
+    private readonly logger: Logger,
+  ) {
+    this.current = this.open(settingsInUse);
+    this.fingerprint = fingerprint(settingsInUse);
+  }
+
+  /** The settings new connections use. */
+  get settings(): ConnectionSettings {
+    return this.settingsInUse;
+  }
+
+  /** The pg.Pool that takes new checkouts now (what per-pool memos key on). */
+  get active(): pg.Pool {
+    return this.current;
+  }
+
+  async connect(): Promise<pg.PoolClient> {
+    const pool = this.current;
+    if (this.closed) throw new Error(`the connections of DatabaseConfig ${this.key} were closed`);
+    try {
+      return await pool.connect();
+    } catch (err) {
+      // Replaced while this checkout waited, e.g. by a root rotation after which the old password no longer
+      // logs in: the successor serves it.
+      if (pool !== this.current && !this.closed) return this.current.connect();
+      throw err;
+    }
+  }
+
+  /** Switches new checkouts to a new pg.Pool when the settings differ from those in use. */
+  use(settings: ConnectionSettings): void {
+    const fp = fingerprint(settings);
+    if (fp === this.fingerprint || this.closed) return;
+    const old = this.current;
+    this.current = this.open(settings);
+    this.fingerprint = fp;
+    this.settingsInUse = settings;
+    this.logger.debug('PostgreSQL connection settings changed; new pool in use', { config: this.key });
+    void this.retire(old);
+  }
+
+  /** No new checkouts; resolves when the pool in use has finished what is in flight and is ended. */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.retire(this.current);
+  }
+
+  private open(settings: ConnectionSettings): pg.Pool {
+    const pool = new pg.Pool(poolConfig(settings));
+    pool.on('error', (err) => {
+      this.logger.warn('idle PostgreSQL connection failed', { config: this.key, error: err.message });
+    });
+    return pool;
+  }
+
+  private retire(pool: pg.Pool): Promise<void> {
+    return new Promise((resolve) => {
+      let ended = false;
+      const end = (): void => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(deadline);
+        pool.off('release', check).off('remove', check);
+        pool
+          .end()
+          .catch((err: Error) => this.logger.debug('closing pool failed', { config: this.key, error: err.message }))
+          .finally(resolve);
+      };
+      // 'release' fires before the client is back among the idle ones (or handed to a waiter): look a tick later.
+      const check = (): void => {
+        setImmediate(() => {
+          if (pool.waitingCount === 0 && pool.idleCount === pool.totalCount) end();
+        });
+      };
+      const deadline = setTimeout(end, RETIRED_POOL_MAX_MS);
+      deadline.unref();
+      pool.on('release', check).on('remove', check);
+      check();
+    });
+  }
+}
+
+/** One ConfigPool per DatabaseConfig key. */
 export class PoolRegistry {
-  private readonly pools = new Map<string, Entry>();
+  private readonly pools = new Map<string, ConfigPool>();
 
   constructor(private readonly logger: Logger) {}
 
-  /** The pool for a config key, (re)created when its settings changed. */
-  get(key: string, settings: ConnectionSettings): pg.Pool {
-    const fp = fingerprint(settings);
+  /** The pool for a config key; new checkouts use these settings from now on. */
+  get(key: string, settings: ConnectionSettings): ConfigPool {
     const existing = this.pools.get(key);
-    if (existing?.fingerprint === fp) return existing.pool;
-    if (existing) this.retire(key, existing);
-    const pool = new pg.Pool(poolConfig(settings));
-    pool.on('error', (err) => {
-      this.logger.warn('idle PostgreSQL connection failed', { config: key, error: err.message });
-    });
-    this.pools.set(key, { pool, fingerprint: fp, settings });
+    if (existing) {
+      existing.use(settings);
+      return existing;
+    }
+    const pool = new ConfigPool(key, settings, this.logger);
+    this.pools.set(key, pool);
     return pool;
   }
 
   /** The pool already made for this config, if any (for revocation when the config cannot be re-read). */
-  existing(key: string): { pool: pg.Pool; settings: ConnectionSettings } | undefined {
-    const e = this.pools.get(key);
-    return e ? { pool: e.pool, settings: e.settings } : undefined;
+  existing(key: string): { pool: ConfigPool; settings: ConnectionSettings } | undefined {
+    const pool = this.pools.get(key);
+    return pool ? { pool, settings: pool.settings } : undefined;
   }
 
+  /** Forgets a config's pool; what is in flight on it finishes first. */
   remove(key: string): void {
-    const e = this.pools.get(key);
-    if (e) this.retire(key, e);
-  }
-
-  private retire(key: string, entry: Entry): void {
+    const pool = this.pools.get(key);
+    if (!pool) return;
     this.pools.delete(key);
-    entry.pool.end().catch((err: Error) => this.logger.debug('closing pool failed', { config: key, error: err.message }));
+    void pool.close();
   }
 
   async closeAll(): Promise<void> {
-    const entries = [...this.pools.values()];
+    const pools = [...this.pools.values()];
     this.pools.clear();
-    await Promise.allSettled(entries.map((e) => e.pool.end()));
+    await Promise.allSettled(pools.map((p) => p.close()));
   }
 }

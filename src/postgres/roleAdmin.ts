@@ -2,9 +2,8 @@
 // builders in statements.ts; this file only decides transactions, locking, retries and error outcomes.
 import pg from 'pg';
 import { classifyPgError, safeErrorMessage, type PgErrorKind } from './errors.js';
+import { ConfigPool, checkout, type ClientSource } from './pool.js';
 import {
-  buildAdminMembership,
-  buildOwnedObjectsCleanup,
   buildRevocation,
   commentOnRole,
   databasesWithDependenciesQuery,
@@ -18,6 +17,8 @@ import {
 /** Serialises role DDL per database: concurrent GRANTs otherwise fail with "tuple concurrently updated". */
 const DDL_LOCK_KEY = 0x64626372; // "dbcr"
 const TRANSIENT_RETRIES = 3;
+/** How long revocation waits for terminated sessions to go away before it reports that one survived. */
+const SESSION_EXIT_WAIT_MS = 5_000;
 
 export class RoleAdminError extends Error {
   constructor(
@@ -38,10 +39,18 @@ export interface IssueRequest {
   marker: RoleMarker;
 }
 
+/**
+ * How the admin can end the sessions of the roles it creates, which revocation does: as a superuser, through
+ * pg_signal_backend, or by making itself a member of the role first (CREATEROLE; the admin must inherit the
+ * privileges of roles it joins). undefined: it cannot, so revoking a role that has open sessions fails.
+ */
+export type SessionTermination = 'superuser' | 'pg_signal_backend' | 'role-membership';
+
 export interface ServerInfo {
   version: string;
   currentUser: string;
   canCreateRoles: boolean;
+  sessionTermination: SessionTermination | undefined;
 }
 
 export interface MarkedRole {
@@ -71,28 +80,27 @@ async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
  * a log_statement=ddl server then records.
  */
 const QUIET_LOGS = "SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = 'panic'";
-const quietAllowed = new WeakMap<pg.Pool, Promise<boolean>>();
+const quietAllowed = new WeakMap<object, Promise<boolean>>();
 
-/** Whether this pool's user may set the two logging settings (asked once per pool). */
-function canQuietLogs(pool: pg.Pool): Promise<boolean> {
-  let known = quietAllowed.get(pool);
+/** Whether this pool's user may set the two logging settings (asked once per pg.Pool, i.e. per settings). */
+function canQuietLogs(source: ClientSource): Promise<boolean> {
+  const key = source instanceof ConfigPool ? source.active : source;
+  let known = quietAllowed.get(key);
   if (!known) {
-    known = (async () => {
-      const client = await pool.connect();
+    known = checkout(source, async (client) => {
       try {
         await client.query(`BEGIN; ${QUIET_LOGS}; ROLLBACK`);
         return true;
-      } catch {
-        await client.query('ROLLBACK').catch(() => undefined); // never hand back a connection in a failed transaction
+      } catch (err) {
+        if (classifyPgError(err) !== 'privilege') throw err; // only a refusal is an answer
+        await client.query('ROLLBACK');
         return false;
-      } finally {
-        client.release();
       }
-    })().catch(() => {
-      quietAllowed.delete(pool); // could not ask (server unreachable): ask again next time
+    }).catch(() => {
+      quietAllowed.delete(key); // could not ask (server unreachable): ask again next time
       return false;
     });
-    quietAllowed.set(pool, known);
+    quietAllowed.set(key, known);
   }
   return known;
 }
@@ -107,39 +115,53 @@ async function quietLogs(client: pg.PoolClient): Promise<void> {
   }
 }
 
-async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>, opts: { ddlLock?: boolean; quiet?: boolean } = {}): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    if (opts.quiet) await quietLogs(client);
-    if (opts.ddlLock !== false) await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+async function inTransaction<T>(source: ClientSource, fn: (client: pg.PoolClient) => Promise<T>, opts: { ddlLock?: boolean; quiet?: boolean } = {}): Promise<T> {
+  return checkout(source, async (client) => {
+    try {
+      await client.query('BEGIN');
+      if (opts.quiet) await quietLogs(client);
+      if (opts.ddlLock !== false) await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+  });
+}
+
+/** One statement on a pooled client, outside any explicit transaction. */
+async function query<R extends pg.QueryResultRow>(source: ClientSource, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  return checkout(source, (client) => client.query<R>(text, values));
 }
 
 export class RoleAdmin {
   constructor(
-    private readonly pool: pg.Pool,
+    private readonly pool: ClientSource,
     /** Connection settings for one-off clients to other databases (REASSIGN/DROP OWNED are per database). */
     private readonly connect: (database: string) => pg.ClientConfig,
   ) {}
 
   async serverInfo(): Promise<ServerInfo> {
     try {
-      const res = await this.pool.query<{ version: string; current_user: string; rolsuper: boolean; rolcreaterole: boolean }>(
-        `SELECT current_setting('server_version') AS version, current_user, r.rolsuper, r.rolcreaterole
+      const res = await query<{ version: string; current_user: string; rolsuper: boolean; rolcreaterole: boolean; rolinherit: boolean; signal_backend: boolean }>(
+        this.pool,
+        `SELECT current_setting('server_version') AS version, current_user, r.rolsuper, r.rolcreaterole, r.rolinherit,
+                pg_has_role(current_user, 'pg_signal_backend', 'USAGE') AS signal_backend
            FROM pg_roles r WHERE r.rolname = current_user`,
       );
       const row = res.rows[0];
       if (!row) throw new RoleAdminError('current user not found in pg_roles', 'unknown');
-      return { version: row.version, currentUser: row.current_user, canCreateRoles: row.rolsuper || row.rolcreaterole };
+      // A member's privileges count only when inherited: pg_terminate_backend checks has_privs_of_role.
+      const sessionTermination: SessionTermination | undefined = row.rolsuper
+        ? 'superuser'
+        : row.signal_backend
+          ? 'pg_signal_backend'
+          : row.rolcreaterole && row.rolinherit
+            ? 'role-membership'
+            : undefined;
+      return { version: row.version, currentUser: row.current_user, canCreateRoles: row.rolsuper || row.rolcreaterole, sessionTermination };
     } catch (err) {
       if (err instanceof RoleAdminError) throw err;
       throw wrap(err, 'connecting');
@@ -165,20 +187,19 @@ export class RoleAdmin {
       'COMMIT',
     ].join('\n;\n');
     try {
-      await withRetry(async () => {
-        const client = await this.pool.connect();
-        try {
-          // The server decides whether to log a query string before running any of it: the quiet settings must
-          // arrive in an earlier message than the statements that carry the verifier.
-          if (quiet) await client.query(`BEGIN; ${QUIET_LOGS}`);
-          await client.query(quiet ? batch : `BEGIN\n;\n${batch}`);
-        } catch (err) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          throw err;
-        } finally {
-          client.release();
-        }
-      });
+      await withRetry(() =>
+        checkout(this.pool, async (client) => {
+          try {
+            // The server decides whether to log a query string before running any of it: the quiet settings must
+            // arrive in an earlier message than the statements that carry the verifier.
+            if (quiet) await client.query(`BEGIN; ${QUIET_LOGS}`);
+            await client.query(quiet ? batch : `BEGIN\n;\n${batch}`);
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw err;
+          }
+        }),
+      );
     } catch (err) {
       if (req.rollbackStatements?.length) {
         // Creation ran in one transaction, so it left nothing; rollback statements are for what a role's SQL
@@ -191,16 +212,18 @@ export class RoleAdmin {
 
   /** Runs statements in a transaction that is rolled back: proves they parse and run, changes nothing. */
   async dryRun(statements: string[], sample: { name: string; password: string; expiration: Date }): Promise<void> {
-    const client = await this.pool.connect();
     try {
-      await client.query('BEGIN');
-      await quietLogs(client);
-      for (const statement of renderStatements(statements, sample)) await client.query(statement);
+      await checkout(this.pool, async (client) => {
+        try {
+          await client.query('BEGIN');
+          await quietLogs(client);
+          for (const statement of renderStatements(statements, sample)) await client.query(statement);
+        } finally {
+          await client.query('ROLLBACK').catch(() => undefined);
+        }
+      });
     } catch (err) {
       throw wrap(err, 'checking statements', [sample.password]);
-    } finally {
-      await client.query('ROLLBACK').catch(() => undefined);
-      client.release();
     }
   }
 
@@ -228,7 +251,7 @@ export class RoleAdmin {
 
   async roleExists(username: string): Promise<boolean> {
     try {
-      const res = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [username]);
+      const res = await query(this.pool, 'SELECT 1 FROM pg_roles WHERE rolname = $1', [username]);
       return res.rowCount === 1;
     } catch (err) {
       throw wrap(err, 'looking up role');
@@ -237,8 +260,11 @@ export class RoleAdmin {
 
   /**
    * Revokes a role so that it can log in nowhere and owns nothing. With the role's own statements, runs those;
-   * otherwise: NOLOGIN, terminate its sessions, REASSIGN OWNED + DROP OWNED in every database it has objects or
-   * privileges in, DROP ROLE. Idempotent: a role that is already gone is success.
+   * otherwise the steps of buildRevocation: NOLOGIN, the admin joins the role (a CREATEROLE admin may end only
+   * sessions of roles it is a member of), terminate its sessions and wait until none is left, REASSIGN OWNED +
+   * DROP OWNED in every database it has objects or privileges in, DROP ROLE. Each step is idempotent, so a
+   * revocation that failed part-way is retried from the start. A role that is already gone is success; a session
+   * that survives is a failure, never a success.
    */
   async revokeRole(username: string, revocationStatements?: string[]): Promise<void> {
     try {
@@ -247,16 +273,17 @@ export class RoleAdmin {
         return;
       }
       if (!(await this.roleExists(username))) return;
-      const admin = (await this.pool.query<{ u: string; db: string }>('SELECT current_user AS u, current_database() AS db')).rows[0];
+      const admin = (await query<{ u: string; db: string }>(this.pool, 'SELECT current_user AS u, current_database() AS db')).rows[0];
       if (!admin) throw new RoleAdminError('cannot read current user', 'unknown');
-      // buildRevocation: [NOLOGIN, terminate sessions, owned-objects cleanup (this database), DROP ROLE].
-      const [noLogin, terminate, , dropRole] = buildRevocation(username, admin.u);
-      for (const statement of [noLogin, terminate, buildAdminMembership(username)]) if (statement) await this.pool.query(statement);
-      const cleanup = buildOwnedObjectsCleanup(username, admin.u);
+      const steps = buildRevocation(username, admin.u);
+      await query(this.pool, steps.noLogin);
+      await query(this.pool, steps.adminMembership);
+      await query(this.pool, steps.terminateSessions);
+      await this.waitForSessionsToEnd(username, steps.openSessions);
       for (const db of await this.databasesWithDependencies(username, admin.db)) {
-        await this.inDatabase(db, admin.db, (q) => q(cleanup));
+        await this.inDatabase(db, admin.db, (q) => q(steps.ownedObjectsCleanup));
       }
-      if (dropRole) await withRetry(() => inTransaction(this.pool, (client) => client.query(dropRole)));
+      await withRetry(() => inTransaction(this.pool, (client) => client.query(steps.dropRole)));
     } catch (err) {
       if (err instanceof RoleAdminError) throw err;
       if (classifyPgError(err) === 'gone') return;
@@ -278,10 +305,27 @@ export class RoleAdmin {
     }
   }
 
+  /**
+   * pg_terminate_backend only signals: a session ends once its backend notices. Revocation goes on only when
+   * none is left, so that "revoked" never stands next to a session that still works.
+   */
+  private async waitForSessionsToEnd(username: string, openSessions: string): Promise<void> {
+    const deadline = Date.now() + SESSION_EXIT_WAIT_MS;
+    for (;;) {
+      const left = (await query<{ sessions: number }>(this.pool, openSessions)).rows[0]?.sessions ?? 0;
+      if (left === 0) return;
+      if (Date.now() >= deadline) {
+        throw new RoleAdminError(`${left} session(s) of role "${username}" still open after pg_terminate_backend`, 'transient');
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   /** Roles this operator created (marked with COMMENT ON ROLE), for the orphan sweep. */
   async listMarkedRoles(): Promise<MarkedRole[]> {
     try {
-      const res = await this.pool.query<{ rolname: string; description: string }>(
+      const res = await query<{ rolname: string; description: string }>(
+        this.pool,
         `SELECT r.rolname, d.description FROM pg_roles r
            JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass`,
       );
@@ -298,7 +342,7 @@ export class RoleAdmin {
 
   /** The current database plus every other one where the role owns objects or holds privileges. */
   private async databasesWithDependencies(username: string, current: string): Promise<string[]> {
-    const res = await this.pool.query<{ datname: string }>(databasesWithDependenciesQuery(username));
+    const res = await query<{ datname: string }>(this.pool, databasesWithDependenciesQuery(username));
     return [current, ...res.rows.map((r) => r.datname).filter((d) => d !== current)];
   }
 

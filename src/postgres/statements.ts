@@ -305,20 +305,39 @@ export function buildOwnedObjectsCleanup(username: string, adminUser: string): s
   return ifRoleExists(username, `REASSIGN OWNED BY ${role} TO ${quoteIdentifier(adminUser)}; DROP OWNED BY ${role};`);
 }
 
+/** The steps of the built-in revocation, each a statement; RoleAdmin.revokeRole runs them in this order. */
+export interface RevocationSteps {
+  /** Forbids new logins (VALID UNTIL and NOLOGIN leave open sessions alone). */
+  noLogin: string;
+  /** A non-superuser admin joins the role: pg_terminate_backend and REASSIGN/DROP OWNED need it. */
+  adminMembership: string;
+  /** Ends the role's open sessions. */
+  terminateSessions: string;
+  /** How many sessions of the role are still open (column sessions); must reach 0 before the role is dropped. */
+  openSessions: string;
+  /** REASSIGN OWNED + DROP OWNED, for each database where the role owns objects or holds privileges. */
+  ownedObjectsCleanup: string;
+  dropRole: string;
+}
+
 /**
- * The built-in safe revocation, in order, for the database the admin is connected to: forbid new logins,
- * end open sessions (VALID UNTIL and NOLOGIN do not), hand owned objects to the admin, drop privileges, drop the
- * role. Idempotent: a role that is already gone is skipped rather than an error, so a retry after a partial
- * revocation succeeds. A role dropped concurrently between the existence check and the ALTER still fails with
- * 42704, which the caller treats as gone. Terminating sessions needs pg_signal_backend (or superuser).
+ * The built-in safe revocation: forbid new logins, make the admin a member of the role, end open sessions, hand
+ * owned objects to the admin and drop privileges (per database), drop the role. Membership comes before
+ * terminating: a CREATEROLE admin may end only the sessions of roles it is a member of (PostgreSQL 15 refuses
+ * with 42501 otherwise), unless it has pg_signal_backend. Every step is idempotent and skips a role already gone,
+ * so a revocation that failed part-way is simply run again. A role dropped concurrently between a step's check and
+ * its ALTER still fails with 42704, which the caller treats as gone.
  */
-export function buildRevocation(username: string, adminUser: string): string[] {
-  return [
-    ifRoleExists(username, `ALTER ROLE ${quoteIdentifier(username)} NOLOGIN;`),
-    `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = ${quoteLiteral(username)} AND pid <> pg_catalog.pg_backend_pid();`,
-    buildOwnedObjectsCleanup(username, adminUser),
-    `DROP ROLE IF EXISTS ${quoteIdentifier(username)};`,
-  ];
+export function buildRevocation(username: string, adminUser: string): RevocationSteps {
+  const role = quoteLiteral(username);
+  return {
+    noLogin: ifRoleExists(username, `ALTER ROLE ${quoteIdentifier(username)} NOLOGIN;`),
+    adminMembership: buildAdminMembership(username),
+    terminateSessions: `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = ${role} AND pid <> pg_catalog.pg_backend_pid();`,
+    openSessions: `SELECT pg_catalog.count(*)::int AS sessions FROM pg_catalog.pg_stat_activity WHERE usename = ${role} AND pid <> pg_catalog.pg_backend_pid();`,
+    ownedObjectsCleanup: buildOwnedObjectsCleanup(username, adminUser),
+    dropRole: `DROP ROLE IF EXISTS ${quoteIdentifier(username)};`,
+  };
 }
 
 /** Databases (other than shared catalogs) where the role owns objects or holds privileges, one datname a row. */

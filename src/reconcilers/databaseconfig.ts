@@ -10,7 +10,8 @@ import { decodeKey, encodeData } from '../secrets/ownedSecret.js';
 import { generatePassword } from '../secrets/password.js';
 import type { Result } from '../controller/controller.js';
 import { isConflict } from '../k8s/client.js';
-import { RoleAdminError } from '../postgres/roleAdmin.js';
+import { RoleAdminError, type ServerInfo } from '../postgres/roleAdmin.js';
+import type { ConditionInput } from '../api/conditions.js';
 import { NotReady, keyOf, readyFalse, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 
 /** A Ready config is checked again this often, so a server that goes away shows on the object. */
@@ -34,6 +35,37 @@ function reasonFor(err: RoleAdminError): { reason: string; retryMs: number } {
       return { reason: 'Unreachable', retryMs: RETRY_UNREACHABLE_MS };
     default:
       return { reason: 'ConnectionFailed', retryMs: RETRY_UNREACHABLE_MS };
+  }
+}
+
+/**
+ * Whether revocation can end the sessions of the roles this admin creates. Reported, not a reason for Ready=False:
+ * issuing works, and so does revoking a role nobody is connected as; revoking one with a session fails (and says
+ * so) instead of reporting success while the session lives on.
+ */
+function sessionTerminationCondition(info: ServerInfo): ConditionInput {
+  const type = 'SessionTermination';
+  switch (info.sessionTermination) {
+    case 'superuser':
+      return { type, status: 'True', reason: 'Superuser', message: `user "${info.currentUser}" is a superuser` };
+    case 'pg_signal_backend':
+      return { type, status: 'True', reason: 'SignalBackend', message: `user "${info.currentUser}" has the privileges of pg_signal_backend` };
+    case 'role-membership':
+      return {
+        type,
+        status: 'True',
+        reason: 'RoleMembership',
+        message: `user "${info.currentUser}" has CREATEROLE: revocation makes it a member of the role before ending the role's sessions`,
+      };
+    default:
+      return {
+        type,
+        status: 'False',
+        reason: 'CannotTerminateSessions',
+        message:
+          `user "${info.currentUser}" is not a superuser, lacks pg_signal_backend and does not inherit the privileges of roles it ` +
+          'joins (NOINHERIT): revoking a role that still has open sessions or owns objects will fail (RevocationFailed)',
+      };
   }
 }
 
@@ -73,7 +105,8 @@ export class DatabaseConfigReconciler {
     }
     await resolved.admin.setPassword(resolved.settings.user, resolved.scram ? await scramSha256Verifier(password) : password);
     await this.ctx.client.replaceSecret(namespace, withData(current, { [passKey]: password }, [pendingKey]));
-    this.ctx.pools.remove(resolved.key); // reconnect with the new password
+    // New checkouts connect with the new password at once; what is in flight on the old pool finishes there.
+    this.ctx.pools.get(resolved.key, { ...resolved.settings, password });
     this.ctx.events.record(config, 'Normal', 'RootRotated', `rotated the password of "${resolved.settings.user}"`);
     this.ctx.logger.info('root password rotated', { config: resolved.key, user: resolved.settings.user });
     return { ...status, lastRootRotationTime: toRFC3339(now), rootRotateRequest: request };
@@ -159,6 +192,12 @@ export class DatabaseConfigReconciler {
         if (!info.canCreateRoles) {
           throw new NotReady('InsufficientPrivileges', `user "${info.currentUser}" has neither SUPERUSER nor CREATEROLE`);
         }
+        const termination = sessionTerminationCondition(info);
+        const before = config.status?.conditions?.find((c) => c.type === termination.type);
+        if (termination.status === 'False' && before?.reason !== termination.reason) {
+          this.ctx.events.record(config, 'Warning', termination.reason, termination.message);
+        }
+        status = withCondition(this.ctx, config, status, termination);
       }
       status = await this.rotateRootIfDue(config, resolved, status);
       if (config.spec.rootRotation?.period) {

@@ -1,6 +1,7 @@
 // The full capability set on top of issuing: renewal, rotation with overlap, rollout restarts, static roles,
 // root rotation, username and password policies. Short TTLs, real API server, real PostgreSQL.
 import assert from 'node:assert/strict';
+import pg from 'pg';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
@@ -208,10 +209,22 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
     await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'Ready', 'True');
   });
 
-  it('revokes through an admin that is not a superuser (CREATEROLE only)', async () => {
+  it('revokes through an admin that is not a superuser (CREATEROLE only), ending the open sessions', async () => {
+    const config = await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'rotating', 'SessionTermination', 'True', 'RoleMembership');
+    assert.match(config.status?.conditions?.find((c) => c.type === 'SessionTermination')?.message ?? '', /CREATEROLE/);
     const data = await secretOf('after-root');
     assert.equal(await roleExists(data.username ?? ''), true);
-    await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'after-root', '--wait=true', '--timeout=60s']);
+    // The application is connected: PostgreSQL 15 lets a CREATEROLE admin end only sessions of roles it is a member of.
+    const session = new pg.Client({ ...connectionFromSecret(data), connectionTimeoutMillis: 5000 });
+    session.on('error', () => undefined);
+    await session.connect();
+    try {
+      await session.query('SELECT 1');
+      await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'after-root', '--wait=true', '--timeout=60s']);
+      await assert.rejects(session.query('SELECT 1'), 'the open session was terminated');
+    } finally {
+      await session.end().catch(() => undefined);
+    }
     assert.equal(await roleExists(data.username ?? ''), false);
   });
 

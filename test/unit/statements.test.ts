@@ -190,13 +190,17 @@ describe('buildAdminMembership', () => {
 });
 
 describe('buildRevocation', () => {
-  it('builds the safe revocation in order', () => {
-    assert.deepEqual(buildRevocation('v-app-1', 'admin'), [
-      `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN ALTER ROLE "v-app-1" NOLOGIN; END IF; END $dbcred$;`,
-      `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = 'v-app-1' AND pid <> pg_catalog.pg_backend_pid();`,
-      `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN REASSIGN OWNED BY "v-app-1" TO "admin"; DROP OWNED BY "v-app-1"; END IF; END $dbcred$;`,
-      `DROP ROLE IF EXISTS "v-app-1";`,
-    ]);
+  it('builds the safe revocation: NOLOGIN, membership, terminate, check, cleanup, drop', () => {
+    const steps = buildRevocation('v-app-1', 'admin');
+    assert.deepEqual(Object.keys(steps), ['noLogin', 'adminMembership', 'terminateSessions', 'openSessions', 'ownedObjectsCleanup', 'dropRole']);
+    assert.deepEqual(steps, {
+      noLogin: `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN ALTER ROLE "v-app-1" NOLOGIN; END IF; END $dbcred$;`,
+      adminMembership: buildAdminMembership('v-app-1'),
+      terminateSessions: `SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = 'v-app-1' AND pid <> pg_catalog.pg_backend_pid();`,
+      openSessions: `SELECT pg_catalog.count(*)::int AS sessions FROM pg_catalog.pg_stat_activity WHERE usename = 'v-app-1' AND pid <> pg_catalog.pg_backend_pid();`,
+      ownedObjectsCleanup: `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'v-app-1') THEN REASSIGN OWNED BY "v-app-1" TO "admin"; DROP OWNED BY "v-app-1"; END IF; END $dbcred$;`,
+      dropRole: `DROP ROLE IF EXISTS "v-app-1";`,
+    });
   });
 
   it('escapes names and picks a dollar tag the name cannot close', () => {
