@@ -13,6 +13,7 @@ import {
   parseRoleComment,
   renderStatements,
   type RoleMarker,
+  type StatementValues,
 } from './statements.js';
 
 /** Serialises role DDL per database: concurrent GRANTs otherwise fail with "tuple concurrently updated". */
@@ -25,6 +26,25 @@ export class RoleAdminError extends Error {
     readonly kind: PgErrorKind,
   ) {
     super(message);
+  }
+}
+
+/** One kind of statement in a dry run, with the values it gets when it runs for real. */
+export interface DryRunStep {
+  /** The spec field the statements come from, e.g. revocationStatements. */
+  field: string;
+  statements: readonly string[];
+  values: StatementValues;
+}
+
+/** A dry run failed in the statements of this field. */
+export class DryRunError extends RoleAdminError {
+  constructor(
+    message: string,
+    kind: PgErrorKind,
+    readonly field: string,
+  ) {
+    super(message, kind);
   }
 }
 
@@ -189,18 +209,36 @@ export class RoleAdmin {
     }
   }
 
-  /** Runs statements in a transaction that is rolled back: proves they parse and run, changes nothing. */
-  async dryRun(statements: string[], sample: { name: string; password: string; expiration: Date }): Promise<void> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      await quietLogs(client);
-      for (const statement of renderStatements(statements, sample)) await client.query(statement);
-    } catch (err) {
-      throw wrap(err, 'checking statements', [sample.password]);
-    } finally {
-      await client.query('ROLLBACK').catch(() => undefined);
-      client.release();
+  /**
+   * Runs each group of steps in its own transaction, in order, and rolls it back: proves that every statement
+   * parses and runs, against the role that the group's earlier steps created, and changes nothing. Takes the DDL
+   * lock like a real issue (a concurrent GRANT would otherwise fail with "tuple concurrently updated"). A failure
+   * names the step's field.
+   */
+  async dryRun(transactions: readonly (readonly DryRunStep[])[]): Promise<void> {
+    const secrets = transactions.flat().flatMap((step) => (step.values.password ? [step.values.password] : []));
+    for (const steps of transactions) {
+      let client: pg.PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (err) {
+        throw wrap(err, 'connecting');
+      }
+      let field = steps[0]?.field ?? 'statements';
+      try {
+        await client.query('BEGIN');
+        await quietLogs(client);
+        await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
+        for (const step of steps) {
+          field = step.field;
+          for (const statement of renderStatements(step.statements, step.values)) await client.query(statement);
+        }
+      } catch (err) {
+        throw new DryRunError(`${field} failed in a rolled-back dry run: ${safeErrorMessage(err, secrets)}`, classifyPgError(err), field);
+      } finally {
+        await client.query('ROLLBACK').catch(() => undefined);
+        client.release();
+      }
     }
   }
 
