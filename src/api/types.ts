@@ -80,6 +80,8 @@ export interface DatabaseConfigStatus extends CommonStatus {
   lastRootRotationTime?: string;
   /** value of the dbcred.dev/rotate-root annotation already acted on */
   rootRotateRequest?: string;
+  /** Secrets of this namespace that carry the dbcred.dev/in-use finalizer for this config (recorded before it is added) */
+  secretsInUse?: string[];
 }
 
 export interface DatabaseConfig {

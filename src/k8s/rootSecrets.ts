@@ -1,6 +1,6 @@
 // Watches exactly the Secrets that DatabaseConfigs reference (root credentials, CA), one field-selected watch per
 // Secret, instead of caching every Secret in the cluster. A change re-queues the configs that use the Secret.
-import type * as k8s from '@kubernetes/client-node';
+import * as k8s from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { KubeClient } from './client.js';
 import { ResilientInformer } from './informer.js';
@@ -77,4 +77,38 @@ export class RootSecretWatches {
     for (const w of this.watches.values()) w.informer.stop();
     this.watches.clear();
   }
+}
+
+// ---- The in-use finalizer on referenced Secrets ----
+//
+// Revocation needs the root (and CA) Secret of the config that issued a role. A namespace deleted with
+// everything in it deletes those Secrets at once, and an operator that was down or failing over at that moment
+// has nothing else to log in with: pools are in memory. So a DatabaseConfig holds a finalizer on the Secrets it
+// references; Kubernetes keeps them, readable, until the config lets go.
+
+/** Kept on a Secret that a DatabaseConfig references while the config may still need it to revoke roles. */
+export const SECRET_IN_USE_FINALIZER = 'dbcred.dev/in-use';
+
+const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+
+/**
+ * Adds (hold=true) or removes the in-use finalizer, with the resourceVersion it was read at as a precondition
+ * (a concurrent change fails with 409 instead of being lost). No call when nothing would change. A Secret being
+ * deleted cannot take a new finalizer, so none is added to one.
+ */
+export async function setSecretInUse(client: KubeClient, secret: k8s.V1Secret, hold: boolean): Promise<void> {
+  const meta = secret.metadata ?? {};
+  const finalizers = meta.finalizers ?? [];
+  const has = finalizers.includes(SECRET_IN_USE_FINALIZER);
+  if (has === hold || (hold && meta.deletionTimestamp)) return;
+  const next = hold ? [...finalizers, SECRET_IN_USE_FINALIZER] : finalizers.filter((f) => f !== SECRET_IN_USE_FINALIZER);
+  client.count('patch');
+  await client.core.patchNamespacedSecret(
+    {
+      namespace: meta.namespace ?? '',
+      name: meta.name ?? '',
+      body: { metadata: { finalizers: next.length ? next : null, resourceVersion: meta.resourceVersion } },
+    },
+    mergePatch,
+  );
 }

@@ -12,6 +12,7 @@ import {
   parseRoleComment,
   renderStatements,
   type RoleMarker,
+  type StatementValues,
 } from './statements.js';
 
 /** Serialises role DDL per database: concurrent GRANTs otherwise fail with "tuple concurrently updated". */
@@ -26,6 +27,25 @@ export class RoleAdminError extends Error {
     readonly kind: PgErrorKind,
   ) {
     super(message);
+  }
+}
+
+/** One kind of statement in a dry run, with the values it gets when it runs for real. */
+export interface DryRunStep {
+  /** The spec field the statements come from, e.g. revocationStatements. */
+  field: string;
+  statements: readonly string[];
+  values: StatementValues;
+}
+
+/** A dry run failed in the statements of this field. */
+export class DryRunError extends RoleAdminError {
+  constructor(
+    message: string,
+    kind: PgErrorKind,
+    readonly field: string,
+  ) {
+    super(message, kind);
   }
 }
 
@@ -210,20 +230,36 @@ export class RoleAdmin {
     }
   }
 
-  /** Runs statements in a transaction that is rolled back: proves they parse and run, changes nothing. */
-  async dryRun(statements: string[], sample: { name: string; password: string; expiration: Date }): Promise<void> {
-    try {
-      await checkout(this.pool, async (client) => {
-        try {
-          await client.query('BEGIN');
-          await quietLogs(client);
-          for (const statement of renderStatements(statements, sample)) await client.query(statement);
-        } finally {
-          await client.query('ROLLBACK').catch(() => undefined);
-        }
-      });
-    } catch (err) {
-      throw wrap(err, 'checking statements', [sample.password]);
+  /**
+   * Runs each group of steps in its own transaction, in order, and rolls it back: proves that every statement
+   * parses and runs, against the role that the group's earlier steps created, and changes nothing. Takes the DDL
+   * lock like a real issue (a concurrent GRANT would otherwise fail with "tuple concurrently updated"). A failure
+   * names the step's field.
+   */
+  async dryRun(transactions: readonly (readonly DryRunStep[])[]): Promise<void> {
+    const secrets = transactions.flat().flatMap((step) => (step.values.password ? [step.values.password] : []));
+    for (const steps of transactions) {
+      let field = steps[0]?.field ?? 'statements';
+      let connected = false;
+      try {
+        await checkout(this.pool, async (client) => {
+          connected = true;
+          try {
+            await client.query('BEGIN');
+            await quietLogs(client);
+            await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
+            for (const step of steps) {
+              field = step.field;
+              for (const statement of renderStatements(step.statements, step.values)) await client.query(statement);
+            }
+          } finally {
+            await client.query('ROLLBACK').catch(() => undefined);
+          }
+        });
+      } catch (err) {
+        if (!connected) throw wrap(err, 'connecting');
+        throw new DryRunError(`${field} failed in a rolled-back dry run: ${safeErrorMessage(err, secrets)}`, classifyPgError(err), field);
+      }
     }
   }
 

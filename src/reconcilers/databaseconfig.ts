@@ -3,7 +3,7 @@
 import type * as k8s from '@kubernetes/client-node';
 import pg from 'pg';
 import { parseDuration, toRFC3339 } from '../api/duration.js';
-import { CONFIG_FINALIZER, ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus } from '../api/types.js';
+import { CONFIG_FINALIZER, ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus, type DatabaseCredential } from '../api/types.js';
 import { poolConfig } from '../postgres/pool.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { decodeKey, encodeData } from '../secrets/ownedSecret.js';
@@ -12,6 +12,7 @@ import type { Result } from '../controller/controller.js';
 import { isConflict } from '../k8s/client.js';
 import { RoleAdminError, type ServerInfo } from '../postgres/roleAdmin.js';
 import type { ConditionInput } from '../api/conditions.js';
+import { setSecretInUse } from '../k8s/rootSecrets.js';
 import { NotReady, keyOf, readyFalse, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 
 /** A Ready config is checked again this often, so a server that goes away shows on the object. */
@@ -67,6 +68,25 @@ function sessionTerminationCondition(info: ServerInfo): ConditionInput {
           'joins (NOINHERIT): revoking a role that still has open sessions or owns objects will fail (RevocationFailed)',
       };
   }
+}
+
+/** The Secrets (names, in the config's namespace) that the config reads: root credentials, and the CA if set. */
+export function referencedSecrets(config: DatabaseConfig): string[] {
+  const names = [config.spec.rootCredentialsSecretRef.name];
+  if (config.spec.caSecretRef && !names.includes(config.spec.caSecretRef.name)) names.push(config.spec.caSecretRef.name);
+  return names;
+}
+
+/**
+ * Whether a config still needs a Secret kept for revocation (so the dbcred.dev/in-use finalizer stays on it).
+ * A config needs the Secrets it references while any credential holds a role issued through it; and, so that a
+ * role issued later can be revoked too, while it is alive, unless someone is deleting the Secret itself (then
+ * only held roles keep it: nothing depends on it otherwise, and the user asked for it to go).
+ */
+export function needsSecret(config: DatabaseConfig, secretName: string, holders: number, secretBeingDeleted: boolean): boolean {
+  if (!referencedSecrets(config).includes(secretName)) return false;
+  if (holders > 0) return true;
+  return !config.metadata.deletionTimestamp && !secretBeingDeleted;
 }
 
 export class DatabaseConfigReconciler {
@@ -141,11 +161,17 @@ export class DatabaseConfigReconciler {
    * everything in it must still revoke every role (the credentials' finalizers need this config to do so).
    */
   private async finalize(key: string, config: DatabaseConfig): Promise<Result> {
-    if (!(config.metadata.finalizers ?? []).includes(CONFIG_FINALIZER)) return {};
-    const holders = this.ctx.informers.credentials.list().filter((c) => c.status?.roles?.some((r) => r.config === key));
+    const holders = this.holdersOf(key);
+    if (!(config.metadata.finalizers ?? []).includes(CONFIG_FINALIZER)) {
+      // Deleted before it was ever ours (or its finalizer was removed by hand): it cannot wait for anything.
+      await this.syncSecretsInUse(config, { ...(config.status ?? {}) }, true);
+      return {};
+    }
     if (holders.length) {
+      const held = await this.syncSecretsInUse(config, { ...(config.status ?? {}) });
+      config = held.config;
       const names = holders.slice(0, 5).map((c) => keyOf(c.metadata.namespace, c.metadata.name)).join(', ');
-      const status = withCondition(this.ctx, config, { ...(config.status ?? {}) }, {
+      const status = withCondition(this.ctx, config, held.status, {
         type: 'Ready',
         status: 'False',
         reason: 'WaitingForRevocation',
@@ -154,6 +180,8 @@ export class DatabaseConfigReconciler {
       await writeStatus<DatabaseConfig>(this.ctx, 'config', config, status).catch(() => undefined);
       return { requeueAfter: 2_000 };
     }
+    // The Secrets first: a crash after this leaves the config, whose next reconcile lands here again.
+    await this.syncSecretsInUse(config, { ...(config.status ?? {}) });
     await this.ctx.client.patchMetadata('config', config.metadata.namespace, config.metadata.name, {
       finalizers: (config.metadata.finalizers ?? []).filter((f) => f !== CONFIG_FINALIZER),
       resourceVersion: config.metadata.resourceVersion,
@@ -161,6 +189,54 @@ export class DatabaseConfigReconciler {
     this.ctx.pools.remove(key);
     this.ctx.rootSecrets.release(key);
     return {};
+  }
+
+  /** Credentials that hold (or may hold) a role issued through this config. */
+  private holdersOf(key: string): DatabaseCredential[] {
+    return this.ctx.informers.credentials.list().filter((c) => c.status?.roles?.some((r) => r.config === key));
+  }
+
+  /**
+   * Puts the dbcred.dev/in-use finalizer on the Secrets this config needs (needsSecret) and takes it off those
+   * that no config of the namespace needs any more: Secrets it no longer references, and all of them once it is
+   * deleted and no credential holds a role through it. A Secret name is recorded in status.secretsInUse before
+   * the finalizer goes on, so that it is found again after a restart even when the reference changed meanwhile.
+   * Only Secrets a config references ever get the finalizer.
+   */
+  private async syncSecretsInUse(config: DatabaseConfig, status: DatabaseConfigStatus, releaseAll = false): Promise<{ config: DatabaseConfig; status: DatabaseConfigStatus }> {
+    const { namespace, name } = config.metadata;
+    const key = keyOf(namespace, name);
+    const recorded = status.secretsInUse ?? [];
+    const candidates = [...new Set([...recorded, ...referencedSecrets(config)])];
+    const neighbours = this.ctx.informers.configs.list().filter((c) => c.metadata.namespace === namespace && c.metadata.name !== name);
+    const holders = (c: DatabaseConfig) => this.holdersOf(keyOf(c.metadata.namespace, c.metadata.name)).length;
+    const inUse: string[] = [];
+    const toHold: k8s.V1Secret[] = [];
+    for (const secretName of candidates) {
+      const referenced = referencedSecrets(config).includes(secretName);
+      // A referenced Secret is read through its watch (resolveConfig reads it there too); a former one live.
+      const secret = referenced ? await this.ctx.rootSecrets.get(namespace, secretName, key) : await this.ctx.client.getSecret(namespace, secretName);
+      if (!secret) continue;
+      const deleting = !!secret.metadata?.deletionTimestamp;
+      if (!releaseAll && needsSecret(config, secretName, holders(config), deleting)) {
+        inUse.push(secretName);
+        toHold.push(secret);
+      } else if (!neighbours.some((c) => needsSecret(c, secretName, holders(c), deleting))) {
+        // Read live: a watch that lags behind our own add would make the removal a silent no-op.
+        const live = referenced ? await this.ctx.client.getSecret(namespace, secretName) : secret;
+        if (live) await setSecretInUse(this.ctx.client, live, false);
+        this.ctx.logger.debug('released in-use finalizer', { config: key, secret: secretName });
+      }
+      // else: another config of the namespace needs it and holds it under its own name.
+    }
+    const next: DatabaseConfigStatus = { ...status, secretsInUse: inUse.length ? inUse : undefined };
+    // Intent first: record every Secret that is about to get the finalizer before it does.
+    const recordedAll = [...new Set([...recorded, ...inUse])];
+    if (toHold.some((s) => !recorded.includes(s.metadata?.name ?? ''))) {
+      config = await writeStatus<DatabaseConfig>(this.ctx, 'config', config, { ...status, secretsInUse: recordedAll });
+    }
+    for (const secret of toHold) await setSecretInUse(this.ctx.client, secret, true);
+    return { config, status: next };
   }
 
   async reconcile(key: string): Promise<Result> {
@@ -185,6 +261,7 @@ export class DatabaseConfigReconciler {
     let status: DatabaseConfigStatus = { ...(config.status ?? {}) };
     let requeueAfter = REVERIFY_MS;
     try {
+      ({ config, status } = await this.syncSecretsInUse(config, status));
       const resolved = await resolveConfig(this.ctx, config);
       if (config.spec.verifyConnection !== false) {
         const info = await resolved.admin.serverInfo();
@@ -218,6 +295,8 @@ export class DatabaseConfigReconciler {
       } else if (err instanceof RoleAdminError) {
         if (err.kind === 'auth' && (await this.finishInterruptedRootRotation(config))) return { requeue: true };
         ({ reason, retryMs: requeueAfter } = reasonFor(err));
+      } else if (isConflict(err)) {
+        return { requeue: true }; // a Secret or this config changed under us; the next run sees the new one
       } else {
         throw err;
       }

@@ -1,11 +1,12 @@
-// DatabaseRole: is this role usable? Its config exists, is Ready and allows it, its placeholders are known, and
-// its creation statements run (in a transaction that is rolled back) before any credential depends on them.
+// DatabaseRole: is this role usable? Its config exists, is Ready and allows it, every placeholder makes sense for
+// the kind of statement it is in, and every statement (creation, renew, revocation, rollback; a static role's
+// rotation) runs, in a transaction that is rolled back, before any credential depends on them.
 import { isTrue, getCondition } from '../api/conditions.js';
-import type { DatabaseConfig, DatabaseRole, DatabaseRoleStatus } from '../api/types.js';
+import type { DatabaseConfig, DatabaseRole, DatabaseRoleSpec, DatabaseRoleStatus } from '../api/types.js';
 import type { Result } from '../controller/controller.js';
 import { isConflict } from '../k8s/client.js';
-import { RoleAdminError } from '../postgres/roleAdmin.js';
-import { placeholdersIn } from '../postgres/statements.js';
+import { DryRunError, RoleAdminError, type DryRunStep } from '../postgres/roleAdmin.js';
+import { defaultRenewStatements, defaultRotationStatements, placeholdersIn, type StatementPlaceholder } from '../postgres/statements.js';
 import { generatePassword } from '../secrets/password.js';
 import { NotReady, globMatch, keyOf, readyFalse, resolveConfig, splitKey, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import type * as k8s from '@kubernetes/client-node';
@@ -40,26 +41,96 @@ export function configForRole(ctx: OperatorContext, role: DatabaseRole): Databas
   return config;
 }
 
-function checkPlaceholders(role: DatabaseRole): void {
-  const spec = role.spec;
-  const groups: Array<[string, string[] | undefined]> = [
+/** The spec fields that hold SQL, each with what it is given when it runs and what it must use. */
+export type StatementField = 'creationStatements' | 'renewStatements' | 'revocationStatements' | 'rollbackStatements' | 'static.rotationStatements';
+
+interface PlaceholderRule {
+  /** The values the operator has when it runs these statements. */
+  available: readonly StatementPlaceholder[];
+  /** Placeholders without which the statements cannot do their job, and why. */
+  required: readonly StatementPlaceholder[];
+  why: string;
+}
+
+export const PLACEHOLDER_RULES: Readonly<Record<StatementField, PlaceholderRule>> = {
+  creationStatements: { available: ['name', 'password', 'expiration'], required: ['name'], why: 'every credential needs its own role' },
+  renewStatements: { available: ['name', 'expiration'], required: ['name'], why: 'a renewal extends the lease of one role; it sets no password' },
+  revocationStatements: { available: ['name', 'expiration'], required: ['name'], why: 'a revocation removes one role; it knows no password' },
+  rollbackStatements: { available: ['name', 'expiration'], required: [], why: 'a rollback undoes a failed creation; it knows no password' },
+  'static.rotationStatements': { available: ['name', 'password'], required: ['name', 'password'], why: 'a rotation sets the new password of the static user' },
+};
+
+/** The statements of a role, by field; empty or absent fields are left out. */
+export function statementsOf(spec: DatabaseRoleSpec): Array<[StatementField, string[]]> {
+  const fields: Array<[StatementField, string[] | undefined]> = [
     ['creationStatements', spec.creationStatements],
+    ['renewStatements', spec.renewStatements],
     ['revocationStatements', spec.revocationStatements],
     ['rollbackStatements', spec.rollbackStatements],
-    ['renewStatements', spec.renewStatements],
+    ['static.rotationStatements', spec.static?.rotationStatements],
   ];
-  for (const [field, statements] of groups) {
-    if (!statements?.length) continue;
-    let used: Set<string>;
+  return fields.flatMap(([field, statements]) => (statements?.length ? [[field, statements] as [StatementField, string[]]] : []));
+}
+
+const list = (names: readonly string[]) => names.map((n) => `{{${n}}}`).join(', ');
+
+/**
+ * Refuses statements whose placeholders make no sense for their kind, before any SQL runs: an unknown one or
+ * unterminated quoting (InvalidStatements), one whose value does not exist when the statements run, such as
+ * {{password}} in renewStatements (PlaceholderNotAllowed), or a missing one without which they cannot work,
+ * such as {{name}} in creationStatements (InvalidStatements). Placeholders inside SQL comments do not count.
+ */
+export function checkPlaceholders(spec: DatabaseRoleSpec): void {
+  for (const [field, statements] of statementsOf(spec)) {
+    const rule = PLACEHOLDER_RULES[field];
+    let used: Set<StatementPlaceholder>;
     try {
       used = placeholdersIn(statements);
     } catch (err) {
       throw new NotReady('InvalidStatements', `${field}: ${err instanceof Error ? err.message : String(err)}`);
     }
-    if (field === 'creationStatements' && !used.has('name') && !used.has('username')) {
-      throw new NotReady('InvalidStatements', 'creationStatements must use {{name}}: every credential needs its own role');
+    for (const name of used) {
+      if (!rule.available.includes(name)) {
+        throw new NotReady('PlaceholderNotAllowed', `${field} cannot use {{${name}}}: ${rule.why} (available there: ${list(rule.available)})`);
+      }
     }
+    const missing = rule.required.filter((name) => !used.has(name));
+    if (missing.length) throw new NotReady('InvalidStatements', `${field} must use ${list(missing)}: ${rule.why}`);
   }
+}
+
+/** Ready=False reason of a failed dry run, by the field whose statements failed. */
+export const DRY_RUN_REASONS: Readonly<Record<StatementField, string>> = {
+  creationStatements: 'StatementsFailed',
+  renewStatements: 'RenewStatementsFailed',
+  revocationStatements: 'RevocationStatementsFailed',
+  rollbackStatements: 'RollbackStatementsFailed',
+  'static.rotationStatements': 'RotationStatementsFailed',
+};
+
+/**
+ * What a dry run executes, each inner list one rolled-back transaction, in the order the operator runs the
+ * statements for real: a dynamic role is created from a sample name, renewed (the role's statements or the
+ * built-in ones) and revoked with the role's own revocationStatements (the built-in revocation terminates
+ * sessions and works in other databases, so it cannot run in a transaction); rollbackStatements run in a second
+ * transaction after the creation statements. A static role's rotationStatements set a sample password on its
+ * user, rolled back.
+ */
+export function dryRunPlan(spec: DatabaseRoleSpec, sample: { name: string; password: string; now: Date }): DryRunStep[][] {
+  const { name, password, now } = sample;
+  const later = (ms: number) => new Date(now.getTime() + ms);
+  if (spec.static) {
+    return [[{ field: 'static.rotationStatements', statements: spec.static.rotationStatements?.length ? spec.static.rotationStatements : defaultRotationStatements, values: { name: spec.static.username, password } }]];
+  }
+  const create: DryRunStep = { field: 'creationStatements', statements: spec.creationStatements ?? [], values: { name, password, expiration: later(3600_000) } };
+  const lifecycle: DryRunStep[] = [
+    create,
+    { field: 'renewStatements', statements: spec.renewStatements?.length ? spec.renewStatements : defaultRenewStatements, values: { name, expiration: later(7200_000) } },
+  ];
+  if (spec.revocationStatements?.length) lifecycle.push({ field: 'revocationStatements', statements: spec.revocationStatements, values: { name, expiration: now } });
+  const plan = [lifecycle];
+  if (spec.rollbackStatements?.length) plan.push([create, { field: 'rollbackStatements', statements: spec.rollbackStatements, values: { name, expiration: later(3600_000) } }]);
+  return plan;
 }
 
 export class DatabaseRoleReconciler {
@@ -78,33 +149,26 @@ export class DatabaseRoleReconciler {
     let status: DatabaseRoleStatus = { ...(role.status ?? {}), activeCredentials: this.countActive(namespace, name) };
     let requeueAfter: number | undefined;
     try {
-      checkPlaceholders(role);
+      checkPlaceholders(role.spec);
       const config = configForRole(this.ctx, role);
-      const stamp = `${role.metadata.generation}/${config.metadata.resourceVersion}`;
-      const creation = role.spec.creationStatements ?? [];
-      if (creation.length && this.checked.get(key) !== stamp) {
-        const resolved = await resolveConfig(this.ctx, config);
-        await resolved.admin.dryRun(creation, {
-          name: `dbcred_dryrun_${Date.now().toString(36)}`,
-          password: generatePassword(resolved.passwordLength),
-          expiration: new Date(this.ctx.clock.now().getTime() + 3600_000),
-        });
-        this.checked.set(key, stamp);
-      }
+      const resolved = await resolveConfig(this.ctx, config);
       if (role.spec.static) {
-        const next = await this.reconcileStatic(role, await resolveConfig(this.ctx, config), status);
+        const next = await this.reconcileStatic(role, resolved, status, () => this.dryRunOnce(key, role, config, resolved));
         status = next.status;
         requeueAfter = next.requeueAfter;
+      } else {
+        await this.dryRunOnce(key, role, config, resolved);
       }
       const message = role.spec.static
         ? `static role for PostgreSQL user "${role.spec.static.username}", password rotated at ${status.lastRotationTime}`
-        : 'creation statements checked in a rolled-back transaction';
+        : 'statements checked in a rolled-back transaction';
       status = withCondition(this.ctx, role, status, { type: 'Ready', status: 'True', reason: 'Checked', message });
     } catch (err) {
       let reason: string;
       if (err instanceof NotReady) reason = err.reason;
       else if (err instanceof RoleAdminError) {
-        reason = err.kind === 'transient' ? 'ConfigUnreachable' : 'StatementsFailed';
+        const field = err instanceof DryRunError ? (err.field as StatementField) : 'creationStatements';
+        reason = err.kind === 'transient' ? 'ConfigUnreachable' : (DRY_RUN_REASONS[field] ?? 'StatementsFailed');
         requeueAfter = 30_000;
       } else throw err;
       this.checked.delete(key);
@@ -120,12 +184,24 @@ export class DatabaseRoleReconciler {
   }
 
   /**
+   * Dry-runs every statement of the role (dryRunPlan) once per role generation and config version, so a resync
+   * does not repeat it.
+   */
+  private async dryRunOnce(key: string, role: DatabaseRole, config: DatabaseConfig, resolved: ResolvedConfig): Promise<void> {
+    const stamp = `${role.metadata.generation}/${config.metadata.resourceVersion}`;
+    if (this.checked.get(key) === stamp) return;
+    const sample = { name: `dbcred_dryrun_${Date.now().toString(36)}`, password: generatePassword(resolved.passwordLength), now: this.ctx.clock.now() };
+    await resolved.admin.dryRun(dryRunPlan(role.spec, sample));
+    this.checked.set(key, stamp);
+  }
+
+  /**
    * A static role owns one existing PostgreSQL user's password: rotated on first sight (its current password is
    * unknown to us), every rotationPeriod, and when the dbcred.dev/rotate annotation changes. The new password is
    * recorded in the role's Secret (key password.pending) before PostgreSQL changes, so a crash at any point leaves
    * a Secret that holds the working password; the user is never dropped.
    */
-  private async reconcileStatic(role: DatabaseRole, resolved: ResolvedConfig, status: DatabaseRoleStatus): Promise<{ status: DatabaseRoleStatus; requeueAfter?: number }> {
+  private async reconcileStatic(role: DatabaseRole, resolved: ResolvedConfig, status: DatabaseRoleStatus, dryRun: () => Promise<void>): Promise<{ status: DatabaseRoleStatus; requeueAfter?: number }> {
     const spec = role.spec.static!;
     const now = this.ctx.clock.now();
     const secretName = staticSecretName(role);
@@ -137,6 +213,7 @@ export class DatabaseRoleReconciler {
     if (!(await resolved.admin.roleExists(spec.username))) {
       throw new NotReady('StaticUserNotFound', `PostgreSQL user "${spec.username}" does not exist (a static role manages an existing user)`);
     }
+    await dryRun(); // against the user, which exists: a failure is the statements' fault
     let periodMs: number | undefined;
     try {
       periodMs = spec.rotationPeriod ? parseDuration(spec.rotationPeriod) : undefined;

@@ -223,6 +223,38 @@ describe('CRDs (crds/*.yaml)', () => {
       }
     });
 
+    it('statement fields refuse placeholders that make no sense for their kind, and require {{name}}', () => {
+      const spec = at(rootSchema(loadCrd('databaseroles.yaml')), 'spec');
+      /** Every regex in .matches('...') of the rules of a node, in order. */
+      const regexes = (node: Schema) =>
+        (node['x-kubernetes-validations'] ?? []).flatMap((v) =>
+          [...v.rule.matchAll(/\.matches\('((?:[^'\\]|\\.)*)'\)/g)].map((m) => new RegExp((m[1] ?? '').replace(/\\\\/g, '\\'), 'u')));
+      const refusedInItems = (field: string) => {
+        const [re] = regexes(at(spec, field).items ?? {});
+        assert.ok(re, `${field} items have a rule`);
+        return (text: string) => re.test(text); // the rule is !self.matches(re)
+      };
+      for (const field of ['renewStatements', 'revocationStatements', 'rollbackStatements']) {
+        const refused = refusedInItems(field);
+        assert.ok(refused(`ALTER ROLE "{{name}}" PASSWORD '{{password}}'`), `${field}: {{password}} refused`);
+        assert.ok(refused(`SELECT '{{ password }}'`), `${field}: {{ password }} refused`);
+        assert.ok(!refused(`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';`), `${field}: {{name}} and {{expiration}} accepted`);
+        assert.ok(!refused('DROP ROLE IF EXISTS "{{username}}"; -- the password stays unknown'));
+      }
+      const rotation = at(spec, 'static.rotationStatements');
+      assert.ok(refusedInItems('static.rotationStatements')(`ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}'`), 'rotation: {{expiration}} refused');
+      assert.ok(!refusedInItems('static.rotationStatements')(`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}';`));
+      const [usesName, usesPassword] = regexes(rotation);
+      assert.ok(usesName && usesPassword);
+      assert.ok(usesPassword.test(`ALTER ROLE "{{name}}" WITH PASSWORD '{{ password }}'`) && !usesPassword.test('ALTER ROLE "{{name}}" NOLOGIN'));
+      for (const field of ['creationStatements', 'renewStatements', 'revocationStatements', 'static.rotationStatements']) {
+        const [nameRule] = regexes(at(spec, field));
+        assert.ok(nameRule, `${field} requires {{name}}`);
+        assert.ok(nameRule.test('CREATE ROLE "{{name}}"') && nameRule.test('DROP ROLE {{ username }}'), `${field}: {{name}} found`);
+        assert.ok(!nameRule.test(`SELECT '{{password}}', '{{expiration}}'`), `${field}: without {{name}} refused`);
+      }
+    });
+
     it('secretTemplate.data refuses the standard Secret keys of the contract', () => {
       const data = at(at(rootSchema(loadCrd('databasecredentials.yaml')), 'spec'), 'secretTemplate.data');
       const rules = (data['x-kubernetes-validations'] ?? []).map((v) => v.rule).join('\n');
