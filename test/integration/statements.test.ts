@@ -49,7 +49,7 @@ describe('DatabaseRole statements are checked before Ready', function () {
   });
 
   it('refuses a role whose revocationStatements fail, and issues no credential from it', async () => {
-    await apply(env, ns, [roleObject('badrevoke', { revocationStatements: ['DROP ROLE "{{name}}"; DROP TABLE no_such_table_for_revocation;'] })]);
+    await apply(env, ns, [roleObject('badrevoke', { revocationStatements: ['DROP TABLE no_such_table_for_revocation; DROP ROLE "{{name}}";'] })]);
     const role = await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'badrevoke', 'Ready', 'False', 'RevocationStatementsFailed');
     assert.match(condition(role, 'Ready')?.message ?? '', /^revocationStatements failed in a rolled-back dry run: .*no_such_table_for_revocation/);
 
