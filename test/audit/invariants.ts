@@ -11,7 +11,9 @@ export type Invariant =
   | 'rotating-never-expires'
   | 'one-active-role'
   | 'retiring-has-deadline'
-  | 'no-stuck-deletion';
+  | 'no-stuck-deletion'
+  /** the auditor could not look (the API server or PostgreSQL did not answer) */
+  | 'audit-failed';
 
 export interface Violation {
   invariant: Invariant;
