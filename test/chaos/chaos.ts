@@ -90,7 +90,7 @@ const OP_WEIGHTS = {
   editSecretName: 1,
   editRoleAllowedNamespaces: 1,
   editConfigAllowedRoles: 1,
-  deleteNamespace: 0.3,
+  deleteNamespace: 0.15,
 };
 type Op = keyof typeof OP_WEIGHTS;
 
@@ -105,7 +105,11 @@ const FAULT_WEIGHTS = {
 type Fault = keyof typeof FAULT_WEIGHTS;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0]?.slice(0, 200) ?? '';
+/** The gist of an error: for a failed kubectl, what it said rather than the command line. */
+const errorText = (err: unknown) => {
+  const text = err instanceof Error ? err.message : String(err);
+  return (/ exited \d+: ([\s\S]*)$/.exec(text)?.[1] ?? text).replace(/\s+/g, ' ').slice(0, 240);
+};
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const { env, seed } = opts;
@@ -141,11 +145,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     live.push(ns);
     created.set(ns, new Set());
     await applyDocs(ns, platformFor(ns));
+    // A few credentials from the start, so that faults find work in flight.
+    const first = names.slice(0, 3);
+    await applyDocs(ns, first.map((name) => credentialObject(name, { roleRef: { name: 'reader' }, ttl: '30s', rotation: { renewalPercent: 60, gracePeriod: '5s' } })));
+    first.forEach((name) => created.get(ns)?.add(name));
     return ns;
   }
 
   // ---- the operator as a real process, restarted after every kill; an exit nobody asked for is a crash ----
-  const operator = new OperatorProcess(env, { ORPHAN_SWEEP_PERIOD: '5s' });
+  const operator = new OperatorProcess(env, { ORPHAN_SWEEP_PERIOD: '5s', LOG_LEVEL: process.env.CHAOS_OPERATOR_LOG_LEVEL || 'info' });
   let operatorDown = false; // true while we deliberately keep it down
   async function startOperator(): Promise<void> {
     const from = operator.output.length;
@@ -195,6 +203,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const ns = opRng.pick(live);
     const existing = [...(created.get(ns) ?? [])];
     const target = existing.length ? opRng.pick(existing) : opRng.pick(names);
+    // An edit of a credential that does not exist would only exercise kubectl: create one instead.
+    if (!existing.length && ['deleteCredential', 'annotateRotate', 'editTTL', 'editSecretName'].includes(op)) op = 'createCredential';
     switch (op) {
       case 'createCredential': {
         const name = opRng.pick(names);
@@ -249,7 +259,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
   async function operationsLane(): Promise<void> {
     while (running()) {
-      await sleep(opRng.int(200, 1500));
+      await sleep(opRng.int(150, 1000));
       if (!running()) break;
       const op = opRng.weighted(OP_WEIGHTS);
       const count = (report.operations[op] ??= { ok: 0, failed: 0 });
@@ -298,19 +308,30 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         return `down for ${ms} ms`;
       }
       case 'killOperatorDuringNamespaceDeletion': {
+        // Either the operator dies just after the deletion starts, or the deletion happens while it is down (the
+        // namespace controller then removes the root Secret before any revocation).
         const ns = faultRng.pick(live);
+        const killFirst = faultRng.chance(0.5);
+        const gap = faultRng.int(0, 1500);
+        const down = faultRng.int(1000, 4000);
         live.splice(live.indexOf(ns), 1);
         created.delete(ns);
-        await env.core.deleteNamespace({ name: ns });
-        const after = faultRng.int(0, 1500);
-        await sleep(after);
+        if (!killFirst) {
+          await env.core.deleteNamespace({ name: ns });
+          await sleep(gap);
+        }
         operatorDown = true;
         await operator.kill();
-        const down = faultRng.int(500, 3000);
+        if (killFirst) {
+          await sleep(gap);
+          await env.core.deleteNamespace({ name: ns });
+        }
         await sleep(down);
         await startOperator();
         const fresh = await addNamespace();
-        return `deleted namespace ${ns}; SIGKILL ${after} ms later, restarted after ${down} ms (replaced by ${fresh})`;
+        return killFirst
+          ? `SIGKILL, deleted namespace ${ns} ${gap} ms later while down, restarted after ${down} ms (replaced by ${fresh})`
+          : `deleted namespace ${ns}; SIGKILL ${gap} ms later, restarted after ${down} ms (replaced by ${fresh})`;
       }
     }
   }
