@@ -199,12 +199,20 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     return spec;
   };
 
-  async function doOp(op: Op): Promise<string> {
+  /** Carries out op (or a create where op needs a credential that is not there); returns what it did. */
+  async function doOp(op: Op): Promise<[Op, string]> {
+    const text = await doOpOn(op);
+    return [effectiveOp, text];
+  }
+  let effectiveOp: Op = 'createCredential';
+  async function doOpOn(op: Op): Promise<string> {
+    effectiveOp = op;
     const ns = opRng.pick(live);
     const existing = [...(created.get(ns) ?? [])];
     const target = existing.length ? opRng.pick(existing) : opRng.pick(names);
     // An edit of a credential that does not exist would only exercise kubectl: create one instead.
     if (!existing.length && ['deleteCredential', 'annotateRotate', 'editTTL', 'editSecretName'].includes(op)) op = 'createCredential';
+    effectiveOp = op;
     switch (op) {
       case 'createCredential': {
         const name = opRng.pick(names);
@@ -261,14 +269,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     while (running()) {
       await sleep(opRng.int(150, 1000));
       if (!running()) break;
-      const op = opRng.weighted(OP_WEIGHTS);
-      const count = (report.operations[op] ??= { ok: 0, failed: 0 });
+      const chosen = opRng.weighted(OP_WEIGHTS);
       try {
-        log(`op ${op} ${await doOp(op)}`);
-        count.ok++;
+        const [op, text] = await doOp(chosen);
+        (report.operations[op] ??= { ok: 0, failed: 0 }).ok++;
+        log(`op ${op} ${text}`);
       } catch (err) {
-        count.failed++;
-        log(`op ${op} failed: ${errorText(err)}`);
+        (report.operations[effectiveOp] ??= { ok: 0, failed: 0 }).failed++;
+        log(`op ${effectiveOp} failed: ${errorText(err)}`);
       }
     }
   }
