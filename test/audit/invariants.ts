@@ -84,6 +84,13 @@ export function rotationEnabled(cred: DatabaseCredential): boolean {
   return cred.spec.rotation?.enabled !== false;
 }
 
+/** What status says about the lease and the roles, for a violation message (no secrets in status). */
+export function statusSummary(cred: DatabaseCredential): string {
+  const s = cred.status;
+  const roles = (s?.roles ?? []).map((r) => `${r.username}:${r.state}${r.expiresAt ? ` until ${r.expiresAt}` : ''}`).join(', ');
+  return `status: generation ${cred.metadata.generation ?? '?'}, expiresAt ${s?.expiresAt ?? '-'}, renewAt ${s?.renewAt ?? '-'}, rotation ${rotationEnabled(cred) ? 'on' : 'off'}, roles [${roles}]`;
+}
+
 export function evaluate(snapshot: Snapshot, now: Date, opts: RuleOptions): Violation[] {
   const out: Violation[] = [];
   const creds = snapshot.credentials;
@@ -103,7 +110,7 @@ export function evaluate(snapshot: Snapshot, now: Date, opts: RuleOptions): Viol
       out.push({
         invariant: 'ready-secret-logs-in',
         objects: [key, `${cred.metadata.namespace}/${check.secretName}`, `role "${check.username}"`],
-        message: `${key} is Ready but the login "${check.username}" of its Secret ${check.secretName} fails (${check.code})`,
+        message: `${key} is Ready but the login "${check.username}" of its Secret ${check.secretName} fails (${check.code}); ${statusSummary(cred)}`,
       });
     }
   }
