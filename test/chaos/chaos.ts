@@ -184,6 +184,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const contOnExit = () => cont();
   process.once('exit', contOnExit);
 
+  let apiServerDown = false;
   const deadline = t0 + opts.durationMs;
   const running = () => Date.now() < deadline;
 
@@ -218,8 +219,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         const name = opRng.pick(names);
         const spec = credentialSpec(ns);
         if (typeof spec.secretName === 'string') spec.secretName = spec.secretName.replace('SELF', name);
-        created.get(ns)?.add(name);
         await applyDocs(ns, [credentialObject(name, spec)]);
+        created.get(ns)?.add(name);
         return `${ns}/${name} ${JSON.stringify(spec.roleRef)} ttl=${String(spec.ttl)}${(spec.rotation as { enabled?: boolean }).enabled === false ? ' rotation=off' : ''}`;
       }
       case 'deleteCredential':
@@ -269,6 +270,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     while (running()) {
       await sleep(opRng.int(150, 1000));
       if (!running()) break;
+      // While the API server is away every request is refused at once: wait rather than burn the operations.
+      while (apiServerDown && running()) await sleep(250);
       const chosen = opRng.weighted(OP_WEIGHTS);
       try {
         const [op, text] = await doOp(chosen);
@@ -312,8 +315,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       case 'restartApiServer': {
         if (!env.restartApiServer) throw new Error('not the embedded control plane');
         const ms = faultRng.int(1000, 4000);
-        await env.restartApiServer(ms);
-        return `down for ${ms} ms`;
+        const started = Date.now();
+        apiServerDown = true;
+        try {
+          await env.restartApiServer(ms);
+        } finally {
+          apiServerDown = false;
+        }
+        return `stopped, ${ms} ms down, ready again after ${((Date.now() - started) / 1000).toFixed(1)} s in all`;
       }
       case 'killOperatorDuringNamespaceDeletion': {
         // Either the operator dies just after the deletion starts, or the deletion happens while it is down (the
