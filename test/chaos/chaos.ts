@@ -84,6 +84,7 @@ export interface ChaosReport {
 
 const OP_WEIGHTS = {
   createCredential: 4,
+  createBurst: 0.5,
   deleteCredential: 2,
   annotateRotate: 2,
   editTTL: 1,
@@ -222,6 +223,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         await applyDocs(ns, [credentialObject(name, spec)]);
         created.get(ns)?.add(name);
         return `${ns}/${name} ${JSON.stringify(spec.roleRef)} ttl=${String(spec.ttl)}${(spec.rotation as { enabled?: boolean }).enabled === false ? ' rotation=off' : ''}`;
+      }
+      case 'createBurst': {
+        // Every name of the namespace at once: many issues in flight when a fault strikes.
+        await applyDocs(ns, names.map((name) => credentialObject(name, { roleRef: { name: 'reader' }, ttl: '30s', rotation: { renewalPercent: 60, gracePeriod: '5s' } })));
+        names.forEach((name) => created.get(ns)?.add(name));
+        return `${ns}/{${names.join(',')}}`;
       }
       case 'deleteCredential':
         created.get(ns)?.delete(target);
