@@ -5,14 +5,17 @@ SHELL := /bin/bash
 USE_EXISTING_CLUSTER ?= false
 KIND_CLUSTER ?= dbcred
 BENCH_N ?= 200
+SEED ?= random
+DURATION ?= 10m
 
-.PHONY: help deps build control-plane prereqs test unit run env-up env-down bench clean \
+.PHONY: help deps build control-plane prereqs test unit run env-up env-down bench chaos clean \
         kind-up kind-test kind-down
 
 help:
 	@echo "make run    - set up, start the local control plane + PostgreSQL, install CRDs, run the operator on an example"
 	@echo "make test   - set up and run every test (unit + integration against a real control plane and PostgreSQL)"
 	@echo "make bench  - benchmark: $(BENCH_N) credentials at once against the local environment"
+	@echo "make chaos  - fault suite soak: SEED=$(SEED) DURATION=$(DURATION) (prints the seed; ends with chaos PASS/FAIL)"
 	@echo "make env-up / env-down - the local environment in the background (.dev/env, .dev/kubeconfig)"
 	@echo "USE_EXISTING_CLUSTER=true make run|test - use the current kubeconfig instead (e.g. make kind-up first)"
 
@@ -51,6 +54,10 @@ env-down:
 
 bench: build control-plane
 	@BENCH_N=$(BENCH_N) node dist/test/bench/bench.js
+
+# The fault suite as a soak in its own environment: random operations and faults, a quiet period, the auditor.
+chaos: build control-plane
+	@SEED=$(SEED) DURATION=$(DURATION) node dist/test/chaos/cli.js
 
 clean:
 	rm -rf dist .dev

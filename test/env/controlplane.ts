@@ -189,6 +189,11 @@ export class ControlPlane {
     await this.waitApiServerReady();
   }
 
+  /** Signals the kube-apiserver's process group (fault tests: SIGSTOP, then SIGCONT); false when it is not running. */
+  signalApiServer(signal: NodeJS.Signals): boolean {
+    return this.apiserver?.signalGroup(signal) ?? false;
+  }
+
   private async startControllerManager(): Promise<void> {
     const kcm = this.spawn('kube-controller-manager', this.bin('kube-controller-manager'), [
       '--kubeconfig', this.kubeconfigPath,

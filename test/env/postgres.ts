@@ -132,6 +132,11 @@ export class PostgresServer {
     await this.start();
   }
 
+  /** Signals the postmaster's process group, backends included (fault tests: SIGSTOP, then SIGCONT). */
+  signal(signal: NodeJS.Signals): boolean {
+    return this.process?.signalGroup(signal) ?? false;
+  }
+
   private async canLogin(): Promise<boolean> {
     const client = new pg.Client({ ...this.connection, connectionTimeoutMillis: 2000 });
     client.on('error', () => undefined);

@@ -121,6 +121,26 @@ export class ManagedProcess {
     await new Promise<void>((r) => (this.log ? this.log.end(r) : r()));
   }
 
+  /** The process (and process group) id while it runs. */
+  get pid(): number | undefined {
+    return this.running ? this.child?.pid : undefined;
+  }
+
+  /**
+   * Sends a signal to the whole process group (fault tests: SIGSTOP/SIGCONT). Only ever this process's own group,
+   * by its id; returns false when it is not running.
+   */
+  signalGroup(signal: NodeJS.Signals): boolean {
+    const pid = this.pid;
+    if (pid === undefined) return false;
+    try {
+      process.kill(-pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Resolves when the process exits (for callers that want to fail fast on a crash). */
   whenExited(): Promise<number | null> {
     return this.exited;

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { freePort } from '../env/processes.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -25,6 +26,8 @@ describe('dynamic credentials', function () {
   let operator: OperatorProcess;
   let metricsPort: number;
   const passwordsSeen = new Set<string>();
+  /** every namespace this suite made, for the invariant auditor at its end */
+  const suiteNamespaces: string[] = [];
 
   const roleExists = async (username: string) =>
     (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username.replace(/'/g, "''")}'`)).rowCount === 1;
@@ -45,6 +48,7 @@ describe('dynamic credentials', function () {
     this.timeout(600_000);
     env = await testEnv();
     ns = await createNamespace(env, 'creds');
+    suiteNamespaces.push(ns);
     await queryAs(env.postgres.connection, 'CREATE TABLE IF NOT EXISTS public.items (id int); INSERT INTO public.items VALUES (1), (2);');
     metricsPort = await freePort();
     operator = new OperatorProcess(env, { ORPHAN_SWEEP_PERIOD: '2s', HEALTH_PORT: String(metricsPort) });
@@ -55,8 +59,14 @@ describe('dynamic credentials', function () {
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
   });
 
-  after(async () => {
-    await operator?.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
+      if (env && ns) await assertNoViolations(env, { namespaces: suiteNamespaces });
+    } finally {
+      await operator?.stop();
+    }
   });
 
   it('reports the config Ready with the server version', async () => {
@@ -229,6 +239,7 @@ describe('dynamic credentials', function () {
 
   it('refuses a role from a namespace it does not allow, without running SQL', async () => {
     const other = await createNamespace(env, 'tenant');
+    suiteNamespaces.push(other);
     await apply(env, other, [credentialObject('sneaky', { roleRef: { name: 'reader', namespace: ns } })]);
     const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', other, 'sneaky', 'Ready', 'False', 'NamespaceNotAllowed');
     assert.match(condition(cred, 'Ready')?.message ?? '', /allowedNamespaces/);
@@ -237,6 +248,7 @@ describe('dynamic credentials', function () {
 
   it('allows a role from another namespace when allowedNamespaces names it', async () => {
     const tenant = await createNamespace(env, 'team');
+    suiteNamespaces.push(tenant);
     await apply(env, ns, platformObjects(env, { role: 'shared', allowedNamespaces: [ns, 'team-*'] }).slice(2));
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'shared', 'Ready', 'True');
     await apply(env, tenant, [credentialObject('cross', { roleRef: { name: 'shared', namespace: ns } })]);
@@ -283,6 +295,7 @@ describe('dynamic credentials', function () {
 
   it('revokes every role when a namespace is deleted with its config, role, root Secret and credentials', async () => {
     const doomed = await createNamespace(env, 'doomed');
+    suiteNamespaces.push(doomed);
     await apply(env, doomed, platformObjects(env));
     await waitForCondition<DatabaseRole>(env, 'databaseroles', doomed, 'reader', 'Ready', 'True');
     await apply(env, doomed, [credentialObject('c1', { roleRef: { name: 'reader' } }), credentialObject('c2', { roleRef: { name: 'reader' } })]);

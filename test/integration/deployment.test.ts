@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, kubeconfigYAML } from '../env/controlplane.js';
 import { removeOnExit } from '../env/processes.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -37,8 +38,14 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
     ns = await createNamespace(env, 'deployed');
   });
 
-  after(async () => {
-    for (const r of replicas) await r.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      // Before the replicas stop: everything this suite left must satisfy the invariants of issue 7.
+      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      for (const r of replicas) await r.stop();
+    }
   });
 
   function replica(name: string): OperatorProcess {

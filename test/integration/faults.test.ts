@@ -2,6 +2,7 @@
 // fails, then must resume) and PostgreSQL restarting under its pools.
 import assert from 'node:assert/strict';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -29,8 +30,14 @@ describe('faults', function () {
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
   });
 
-  after(async () => {
-    await operator?.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
+      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      await operator?.stop();
+    }
   });
 
   it('resumes its watches after the API server was down, and keeps issuing and revoking', async function () {

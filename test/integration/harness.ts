@@ -20,6 +20,8 @@ export interface TestEnv {
   postgres: PostgresServer;
   /** Only in the embedded environment: stop the kube-apiserver for a while (fault tests). */
   restartApiServer?: (downMs: number) => Promise<void>;
+  /** Only in the embedded environment: signal the kube-apiserver's own process group (SIGSTOP/SIGCONT faults). */
+  signalApiServer?: (signal: NodeJS.Signals) => boolean;
   kubectl(args: string[], input?: string): Promise<string>;
 }
 
@@ -31,6 +33,7 @@ async function startTestEnv(): Promise<TestEnv> {
   let kubectlBin: string;
   let postgres: PostgresServer;
   let restartApiServer: TestEnv['restartApiServer'];
+  let signalApiServer: TestEnv['signalApiServer'];
   if (process.env.USE_EXISTING_CLUSTER === 'true') {
     kubeconfigPath = process.env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
     kubectlBin = 'kubectl';
@@ -53,6 +56,7 @@ async function startTestEnv(): Promise<TestEnv> {
     kubectlBin = env.controlPlane.bin('kubectl');
     postgres = env.postgres;
     restartApiServer = (downMs) => env.controlPlane.restartApiServer(downMs);
+    signalApiServer = (signal) => env.controlPlane.signalApiServer(signal);
   }
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(kubeconfigPath);
@@ -64,6 +68,7 @@ async function startTestEnv(): Promise<TestEnv> {
     custom: kc.makeApiClient(k8s.CustomObjectsApi),
     postgres,
     restartApiServer,
+    signalApiServer,
     kubectl: (args, input) => runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, ...args], { input }),
   };
 }

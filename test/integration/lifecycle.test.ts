@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -46,8 +47,14 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'capped', 'Ready', 'True');
   });
 
-  after(async () => {
-    await operator?.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
+      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      await operator?.stop();
+    }
   });
 
   it('renews the lease before it ends without changing the Secret', async () => {
