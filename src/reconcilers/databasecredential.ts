@@ -317,7 +317,8 @@ export class DatabaseCredentialReconciler {
         // Steady state: keep the Secret's extra keys in line with the template; finish a restart a crash or an
         // API error interrupted; report Ready.
         if (secret && secretOwned && target) await this.refreshSecret(cred, secret, target, active);
-        let next = status;
+        // Top-level fields follow the active role (e.g. renewAt appears when rotation is switched on).
+        let next = summarize(status, rotationEnabled);
         if (active.issuedAt && next.restartedFor !== active.issuedAt) {
           if (next.restartedFor === undefined) next = { ...next, restartedFor: active.issuedAt };
           else if (await this.ensureRestarted(cred, active.issuedAt)) next = { ...next, restartedFor: active.issuedAt };

@@ -3,6 +3,7 @@
 // that loses its Lease stops acting at once. Lease times are shortened through the settings to keep this quick.
 import assert from 'node:assert/strict';
 import * as k8s from '@kubernetes/client-node';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -28,7 +29,11 @@ describe('leader election', function () {
     const cleaner = operator({ WATCH_NAMESPACE: ns });
     await cleaner.waitReady();
     await env.kubectl(['delete', 'databasecredentials', '--all', '-n', ns, '--wait=true', '--timeout=60s']);
-    await cleaner.stop();
+    try {
+      await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      await cleaner.stop();
+    }
   });
 
   function operator(extraEnv: Record<string, string>): OperatorProcess {

@@ -10,6 +10,7 @@ import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { PostgresServer } from '../env/postgres.js';
 import { freePort } from '../env/processes.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -89,8 +90,14 @@ describe('credential lifecycle under faults', function () {
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
   });
 
-  after(async () => {
-    await operator?.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
+      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      await operator?.stop();
+    }
     for (const { server, dir } of extraServers) {
       await server.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
@@ -200,6 +207,8 @@ describe('credential lifecycle under faults', function () {
     // pg-move now points at the second server; stop it for good.
     await apply(env, ns, [credentialObject('doomed', { roleRef: { name: 'mover' } })]);
     const { data } = await issued('doomed');
+    // The login of 'moved' lives on that server too: let it go normally first.
+    await kubectl('delete', 'databasecredential', 'moved', '--wait=true', '--timeout=60s');
     const gone = extraServers[0]!.server;
     await gone.stop();
     await kubectl('delete', 'databasecredential', 'doomed', '--wait=false');

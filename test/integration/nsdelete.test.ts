@@ -3,6 +3,7 @@
 // and a new operator process has no pool in memory. The dbcred.dev/in-use finalizer keeps them for it.
 import assert from 'node:assert/strict';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -57,13 +58,23 @@ describe('namespace deletion and the in-use finalizer on root Secrets', function
     env = await testEnv();
   });
 
+  const namespaces: string[] = [];
+
   afterEach(async () => {
     await operator?.stop();
     operator = undefined;
   });
 
+  after(async function () {
+    this.timeout(120_000);
+    // Deleted namespaces leave nothing behind: no marked role, no stuck object (the operator is stopped by now,
+    // so this is a final verdict, not something it could still fix).
+    if (env && namespaces.length) await assertNoViolations(env, { namespaces });
+  });
+
   it('revokes every role when the namespace was deleted while the operator was down', async () => {
     const ns = await createNamespace(env, 'nsdown');
+    namespaces.push(ns);
     operator = new OperatorProcess(env);
     operator.start();
     await operator.waitReady();
@@ -97,6 +108,7 @@ describe('namespace deletion and the in-use finalizer on root Secrets', function
 
   it('revokes every role when the namespace is deleted with the operator running', async () => {
     const ns = await createNamespace(env, 'nsup');
+    namespaces.push(ns);
     operator = new OperatorProcess(env);
     operator.start();
     await operator.waitReady();

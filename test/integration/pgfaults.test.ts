@@ -7,6 +7,7 @@ import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src
 import { createLogger } from '../../src/logger.js';
 import { PoolRegistry, poolConfig, type ClientSource, type ConnectionSettings } from '../../src/postgres/pool.js';
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, condition, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -33,8 +34,13 @@ describe('PostgreSQL faults under load', function () {
       await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
     });
 
-    after(async () => {
-      await operator?.stop();
+    after(async function () {
+      this.timeout(120_000);
+      try {
+        if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+      } finally {
+        await operator?.stop();
+      }
     });
 
     const burst = (prefix: string, n: number) =>
@@ -111,8 +117,13 @@ describe('PostgreSQL faults under load', function () {
       await operator.waitReady();
     });
 
-    after(async () => {
-      await operator?.stop();
+    after(async function () {
+      this.timeout(120_000);
+      try {
+        if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+      } finally {
+        await operator?.stop();
+      }
     });
 
     it('says when the admin cannot end sessions (NOINHERIT), and stays Ready', async () => {

@@ -4,6 +4,7 @@
 // never issues a credential that could then never be deleted.
 import assert from 'node:assert/strict';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import { assertNoViolations } from '../audit/auditor.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
@@ -44,8 +45,13 @@ describe('DatabaseRole statements are checked before Ready', function () {
     await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
   });
 
-  after(async () => {
-    await operator?.stop();
+  after(async function () {
+    this.timeout(120_000);
+    try {
+      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
+    } finally {
+      await operator?.stop();
+    }
   });
 
   it('refuses a role whose revocationStatements fail, and issues no credential from it', async () => {
