@@ -244,6 +244,8 @@ export class DatabaseCredentialReconciler {
     const active = activeRole(status);
     let activeGone = false;
     const credKey = keyOf(cred.metadata.namespace, cred.metadata.name);
+    // First sight counts as checked: a restarted operator does not query every role at once (renewals check).
+    if (!this.verifiedAt.has(credKey)) this.verifiedAt.set(credKey, now.getTime());
     if (active && target && (!active.server || active.server === target.server) && now.getTime() - (this.verifiedAt.get(credKey) ?? 0) >= VERIFY_INTERVAL_MS) {
       activeGone = !(await target.resolved.admin.roleExists(active.username));
       this.verifiedAt.set(credKey, now.getTime());
@@ -300,13 +302,10 @@ export class DatabaseCredentialReconciler {
         if (failed.length) throw new Error(`revocation failed: ${failed.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`);
         return wake(next);
       }
-      case 'blocked': {
-        await this.commit(cred, readyFalse(this.ctx, cred, status, decision.reason, decision.message));
+      case 'blocked':
         // Wait for a change of the role or config (their events requeue us), or the lease end; not renewAt,
         // which has nothing to act on while blocked.
-        const ms = nextWake(status, now, false);
-        return ms === undefined ? {} : { requeueAfter: ms };
-      }
+        return this.notReady(cred, status, decision.reason, decision.message);
       case 'static':
         return this.reconcileStatic(cred, status, target!, secretOwned ? secret : undefined, now, graceMs);
       case 'issue':
@@ -675,9 +674,11 @@ export class DatabaseCredentialReconciler {
     }
   }
 
+  /** Ready=False with a reason; wakes for the lease end or a grace period that ends meanwhile, if any. */
   private async notReady(cred: DatabaseCredential, status: DatabaseCredentialStatus, reason: string, message: string): Promise<Result> {
     await this.commit(cred, readyFalse(this.ctx, cred, status, reason, message));
-    return {};
+    const ms = nextWake(status, this.ctx.clock.now(), false);
+    return ms === undefined ? {} : { requeueAfter: ms };
   }
 }
 
