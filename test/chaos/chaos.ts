@@ -16,17 +16,8 @@ import type { DatabaseCredential } from '../../src/api/types.js';
 import { createNamespace, waitFor, type TestEnv } from '../integration/harness.js';
 import { OperatorProcess, credentialObject, getObject, platformObjects, waitForCondition } from '../integration/operator.js';
 
-/** mulberry32: a small, fast, seeded PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from '../random.js';
+import { mulberry32 } from '../random.js';
 
 class Random {
   constructor(readonly next: () => number) {}

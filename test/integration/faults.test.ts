@@ -2,8 +2,8 @@
 // fails, then must resume) and PostgreSQL restarting under its pools.
 import assert from 'node:assert/strict';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
-import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
+import { loginError, waitFor, type TestEnv } from './harness.js';
+import { operatorSuite } from './suite.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('faults', function () {
@@ -19,26 +19,7 @@ describe('faults', function () {
     return data;
   };
 
-  before(async function () {
-    this.timeout(600_000);
-    env = await testEnv();
-    ns = await createNamespace(env, 'faults');
-    operator = new OperatorProcess(env);
-    operator.start();
-    await operator.waitReady();
-    await apply(env, ns, platformObjects(env));
-    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
-  });
-
-  after(async function () {
-    this.timeout(120_000);
-    try {
-      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
-      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
-    } finally {
-      await operator?.stop();
-    }
-  });
+  operatorSuite('faults', {}, (suite) => ({ env, ns, operator } = suite));
 
   it('resumes its watches after the API server was down, and keeps issuing and revoking', async function () {
     if (!env.restartApiServer) this.skip(); // only the embedded control plane can be stopped by a test

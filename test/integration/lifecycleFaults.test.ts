@@ -10,8 +10,8 @@ import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { PostgresServer } from '../env/postgres.js';
 import { freePort } from '../env/processes.js';
-import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { loginError, queryAs, waitFor, type TestEnv } from './harness.js';
+import { operatorSuite } from './suite.js';
 import {
   OperatorProcess,
   apply,
@@ -78,26 +78,12 @@ describe('credential lifecycle under faults', function () {
     return server;
   }
 
-  before(async function () {
-    this.timeout(600_000);
-    env = await testEnv();
-    ns = await createNamespace(env, 'lcfaults');
+  operatorSuite('lcfaults', async () => {
     metricsPort = await freePort();
-    operator = new OperatorProcess(env, { HEALTH_PORT: String(metricsPort) });
-    operator.start();
-    await operator.waitReady();
-    await apply(env, ns, platformObjects(env));
-    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
-  });
+    return { HEALTH_PORT: String(metricsPort) };
+  }, (suite) => ({ env, ns, operator } = suite));
 
-  after(async function () {
-    this.timeout(120_000);
-    try {
-      // Before the operator stops: everything this suite left must satisfy the invariants of issue 7.
-      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
-    } finally {
-      await operator?.stop();
-    }
+  after(async () => {
     for (const { server, dir } of extraServers) {
       await server.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });

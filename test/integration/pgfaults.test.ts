@@ -8,6 +8,7 @@ import { createLogger } from '../../src/logger.js';
 import { PoolRegistry, poolConfig, type ClientSource, type ConnectionSettings } from '../../src/postgres/pool.js';
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
 import { assertNoViolations } from '../audit/auditor.js';
+import { operatorSuite } from './suite.js';
 import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, condition, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
@@ -24,24 +25,7 @@ describe('PostgreSQL faults under load', function () {
     let ns: string;
     let operator: OperatorProcess;
 
-    before(async function () {
-      this.timeout(120_000);
-      ns = await createNamespace(env, 'pgfaults');
-      operator = new OperatorProcess(env);
-      operator.start();
-      await operator.waitReady();
-      await apply(env, ns, platformObjects(env));
-      await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
-    });
-
-    after(async function () {
-      this.timeout(120_000);
-      try {
-        if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
-      } finally {
-        await operator?.stop();
-      }
-    });
+    operatorSuite('pgfaults', {}, (suite) => ({ ns, operator } = suite));
 
     const burst = (prefix: string, n: number) =>
       Array.from({ length: n }, (_, i) => credentialObject(`${prefix}-${i}`, { roleRef: { name: 'reader' } }));

@@ -4,8 +4,8 @@
 // never issues a credential that could then never be deleted.
 import assert from 'node:assert/strict';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
-import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { loginError, queryAs, waitFor, type TestEnv } from './harness.js';
+import { operatorSuite } from './suite.js';
 import {
   OperatorProcess,
   apply,
@@ -34,25 +34,7 @@ describe('DatabaseRole statements are checked before Ready', function () {
     return { ...role, spec: { ...role.spec, ...extra } };
   };
 
-  before(async function () {
-    this.timeout(600_000);
-    env = await testEnv();
-    ns = await createNamespace(env, 'stmts');
-    operator = new OperatorProcess(env);
-    operator.start();
-    await operator.waitReady();
-    await apply(env, ns, platformObjects(env));
-    await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader', 'Ready', 'True');
-  });
-
-  after(async function () {
-    this.timeout(120_000);
-    try {
-      if (env && ns) await assertNoViolations(env, { namespaces: [ns] });
-    } finally {
-      await operator?.stop();
-    }
-  });
+  operatorSuite('stmts', {}, (suite) => ({ env, ns, operator } = suite));
 
   it('refuses a role whose revocationStatements fail, and issues no credential from it', async () => {
     await apply(env, ns, [roleObject('badrevoke', { revocationStatements: ['DROP TABLE no_such_table_for_revocation; DROP ROLE "{{name}}";'] })]);

@@ -22,6 +22,7 @@ import {
   type Observation,
   type Target,
 } from '../../src/reconcilers/credentialPolicy.js';
+import { mulberry32 } from '../random.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 const MIN = 60_000;
@@ -149,17 +150,6 @@ describe('credential policy: settle and transitions', () => {
 
 // ---- generated sequences with crashes ----
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class Crash extends Error {}
 
 /** A fake world: PostgreSQL's roles, the Secret, the persisted status, a clock; effects that may crash or fail. */
@@ -268,7 +258,7 @@ describe('credential policy: generated sequences of events and crashes', functio
     let crashes = 0;
     let issued = 0;
     for (let seq = 1; seq <= SEQUENCES; seq++) {
-      const rand = prng(seq);
+      const rand = mulberry32(seq);
       const w = new World(rand);
       const trace: string[] = [];
       for (let step = 0; step < STEPS; step++) {
