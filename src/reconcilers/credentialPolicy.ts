@@ -177,7 +177,8 @@ export function renewTime(leaseStart: Date, expiresAt: Date, renewalPercent: num
  * to be revoked. The returned status still lists the roles to revoke: they leave it only once revoked.
  */
 export function settle(status: DatabaseCredentialStatus, secretUser: string | undefined, now: Date, graceMs: number, rotationEnabled: boolean): { status: DatabaseCredentialStatus; revoke: HeldRole[] } {
-  let next: DatabaseCredentialStatus = { ...status, roles: normalize(status.roles ?? [], now, graceMs) };
+  // A status without roles stays without the key: writing `roles: []` would be a status write for nothing.
+  let next: DatabaseCredentialStatus = status.roles ? { ...status, roles: normalize(status.roles, now, graceMs) } : { ...status };
   const pendingInSecret = next.roles?.find((r) => r.state === 'pending' && r.username === secretUser);
   if (pendingInSecret) next = promote(next, pendingInSecret.username, now, graceMs, rotationEnabled);
   const revoke = (next.roles ?? []).filter(

@@ -93,6 +93,12 @@ describe('credential policy: settle and transitions', () => {
     assert.deepEqual(next.roles?.map((r) => r.username), ['a', 'b'], 'listed until revoked');
   });
 
+  it('a status without roles stays as it is (no status write for nothing)', () => {
+    const { status: next, revoke } = settle({}, undefined, now, grace, true);
+    assert.deepEqual(next, {});
+    assert.deepEqual(revoke, []);
+  });
+
   it('retiring roles are revoked only after their grace period', () => {
     const status = { roles: [held('a', 'active'), held('old', 'retiring', { revokeAfter: iso(now.getTime() + 1000) })] };
     assert.deepEqual(settle(status, 'a', now, grace, true).revoke, []);
