@@ -84,8 +84,14 @@ export async function checkout<T>(source: ClientSource, fn: (client: pg.PoolClie
     failure ??= err ?? new Error('query failed');
     throw err;
   } finally {
-    client.removeListener('error', onError);
-    client.release(failure === undefined ? undefined : failure instanceof Error ? failure : new Error(String(failure)));
+    if (failure === undefined) {
+      client.removeListener('error', onError);
+      client.release();
+    } else {
+      // Destroyed, not returned: its dying connection may still emit 'error' (a FATAL 57P01 arriving after the
+      // query's own error, while pg-pool ends it). The listener stays so that late event is heard too.
+      client.release(failure instanceof Error ? failure : new Error(String(failure)));
+    }
   }
 }
 
@@ -159,6 +165,12 @@ export class ConfigPool implements ClientSource {
     const pool = new pg.Pool(poolConfig(settings));
     pool.on('error', (err) => {
       this.logger.warn('idle PostgreSQL connection failed', { config: this.key, error: err.message });
+    });
+    // Every client of ours hears 'error' for its whole life, whoever holds it at that moment: pg-pool listens only
+    // while a client is idle and checkout() while it is checked out, and a dying connection must never find a
+    // moment in between (an unheard 'error' event ends the process). What it means is handled where it is heard.
+    pool.on('connect', (client) => {
+      client.on('error', (err: Error) => this.logger.debug('PostgreSQL connection error', { config: this.key, error: err.message }));
     });
     return pool;
   }
