@@ -72,6 +72,11 @@ export function serverOf(s: Pick<ConnectionSettings, 'host' | 'port' | 'database
   return `${s.host}:${s.port}/${s.database}`;
 }
 
+/** One line naming each role whose revocation failed and why (messages are already free of secrets). */
+function describeFailures(failed: ReadonlyArray<{ role: HeldRole; error: string }>): string {
+  return failed.map((f) => `${f.role.username}: ${f.error}`).join('; ');
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -126,8 +131,9 @@ export class DatabaseCredentialReconciler {
     const abandoned = failed.filter((f) => this.mayAbandon(f.role.config));
     const stuck = failed.filter((f) => !abandoned.includes(f));
     if (stuck.length) {
-      await this.commit(cred, readyFalse(this.ctx, cred, after, 'RevocationFailed', `revocation failed (retrying with backoff): ${stuck.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`));
-      throw new Error(`revocation failed: ${stuck.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`);
+      const message = describeFailures(stuck);
+      await this.commit(cred, readyFalse(this.ctx, cred, after, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
+      throw new Error(`revocation failed: ${message}`);
     }
     if (abandoned.length) {
       const names = abandoned.map((f) => f.role.username);
@@ -250,19 +256,18 @@ export class DatabaseCredentialReconciler {
       activeGone = !(await target.resolved.admin.roleExists(active.username));
       this.verifiedAt.set(credKey, now.getTime());
     }
-    if (activeGone && active) {
-      status = without(status, [active.username], rotationEnabled);
-      status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${active.username} no longer exists in PostgreSQL; issuing a new login`);
+    // Dropped outside the operator: the Secret no longer logs in. Say so, and replace it now.
+    const dropActive = async (username: string) => {
+      status = without(status, [username], rotationEnabled);
+      status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${username} no longer exists in PostgreSQL; issuing a new login`);
       cred = await this.commit(cred, status);
-    }
+    };
+    if (activeGone && active) await dropActive(active.username);
     let decision: Decision = observe(activeGone);
     if (decision.action === 'renew' && target) {
       const outcome = await this.renew(cred, status, decision.role, decision.until, target, now, rotationEnabled);
       if (outcome.gone) {
-        // Dropped outside the operator: the Secret no longer logs in. Say so, and replace it now.
-        status = without(status, [decision.role.username], rotationEnabled);
-        status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${decision.role.username} no longer exists in PostgreSQL; issuing a new login`);
-        cred = await this.commit(cred, status);
+        await dropActive(decision.role.username);
         decision = observe(true);
       } else {
         status = outcome.status;
@@ -299,7 +304,7 @@ export class DatabaseCredentialReconciler {
         const { status: after, failed } = await runRevocations(status, [decision.role], rotationEnabled, { revokeRole: (r) => this.revoke(r) });
         const next = readyFalse(this.ctx, cred, after, decision.reason, `${decision.message}; the lease of ${decision.role.username} ended and a new login is issued as soon as this is fixed`);
         await this.commit(cred, next);
-        if (failed.length) throw new Error(`revocation failed: ${failed.map((f) => `${f.role.username}: ${f.error}`).join('; ')}`);
+        if (failed.length) throw new Error(`revocation failed: ${describeFailures(failed)}`);
         return wake(next);
       }
       case 'blocked':
@@ -343,7 +348,7 @@ export class DatabaseCredentialReconciler {
     }
     const { status, failed } = await runRevocations(settled.status, settled.revoke, rotationEnabled, { revokeRole: (r) => this.revoke(r) });
     if (failed.length) {
-      const message = failed.map((f) => `${f.role.username}: ${f.error}`).join('; ');
+      const message = describeFailures(failed);
       this.ctx.events.record(cred, 'Warning', 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`);
       this.ctx.logger.warn('revocation failed', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), error: message });
       // Retried at the next wake-up (revokeAfter has passed, so nextWake is at most a second away).
@@ -611,7 +616,7 @@ export class DatabaseCredentialReconciler {
   private async expire(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, secret: k8s.V1Secret | undefined): Promise<Result> {
     const { status: after, failed } = await runRevocations(status, [active], false, { revokeRole: (r) => this.revoke(r) });
     if (failed.length) {
-      const message = failed.map((f) => `${f.role.username}: ${f.error}`).join('; ');
+      const message = describeFailures(failed);
       await this.commit(cred, readyFalse(this.ctx, cred, status, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
       throw new Error(`revocation failed: ${message}`);
     }

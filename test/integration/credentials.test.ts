@@ -6,7 +6,7 @@ import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src
 import { httpGet } from '../env/controlplane.js';
 import { freePort } from '../env/processes.js';
 import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn, createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
   apply,
@@ -29,12 +29,8 @@ describe('dynamic credentials', function () {
   /** every namespace this suite made, for the invariant auditor at its end */
   const suiteNamespaces: string[] = [];
 
-  const roleExists = async (username: string) =>
-    (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username.replace(/'/g, "''")}'`)).rowCount === 1;
-  const markedRolesOf = async (namespace: string, name: string) =>
-    (await queryAs(env.postgres.connection,
-      `SELECT r.rolname FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
-        WHERE d.description LIKE 'dbcred:%' AND d.description::text LIKE '%"namespace":"${namespace}","name":"${name}"%'`)).rows.map((r) => r.rolname as string);
+  const roleExists = (username: string) => roleExistsOn(env.postgres.connection, username);
+  const markedRolesOf = (namespace: string, name: string) => markedRolesOfOn(env.postgres.connection, namespace, name);
 
   async function issued(name: string): Promise<{ cred: DatabaseCredential; data: Record<string, string> }> {
     const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, name, 'Ready', 'True');

@@ -127,3 +127,16 @@ export async function loginError(conn: PostgresConnection): Promise<string | und
 }
 
 export { waitFor };
+
+/** Whether a PostgreSQL role of this name exists on the server of conn. */
+export async function roleExists(conn: PostgresConnection, username: string): Promise<boolean> {
+  return (await queryAs(conn, `SELECT 1 FROM pg_roles WHERE rolname = ${pg.escapeLiteral(username)}`)).rowCount === 1;
+}
+
+/** The roles carrying the operator's marker for the credential namespace/name. */
+export async function markedRolesOf(conn: PostgresConnection, namespace: string, name: string): Promise<string[]> {
+  const pattern = `%"namespace":${JSON.stringify(namespace)},"name":${JSON.stringify(name)}%`;
+  const res = await queryAs(conn, `SELECT r.rolname FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+     WHERE d.description LIKE 'dbcred:%' AND d.description LIKE ${pg.escapeLiteral(pattern)}`);
+  return res.rows.map((r) => r.rolname as string);
+}

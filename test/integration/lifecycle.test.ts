@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
 import {
   OperatorProcess,
   apply,
@@ -24,8 +24,7 @@ describe('renewal, rotation, static roles, root rotation, policies', function ()
 
   const validUntil = async (username: string) =>
     new Date((await queryAs(env.postgres.connection, `SELECT rolvaliduntil FROM pg_roles WHERE rolname = '${username}'`)).rows[0]?.rolvaliduntil);
-  const roleExists = async (username: string) =>
-    (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username}'`)).rowCount === 1;
+  const roleExists = (username: string) => roleExistsOn(env.postgres.connection, username);
   const getCred = (name: string) => getObject<DatabaseCredential>(env, 'databasecredentials', ns, name);
   const secretOf = async (name: string) => {
     const data = await readSecretData(env, ns, name);

@@ -10,7 +10,7 @@ import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { PostgresServer } from '../env/postgres.js';
 import { freePort } from '../env/processes.js';
-import { loginError, queryAs, waitFor, type TestEnv } from './harness.js';
+import { loginError, queryAs, waitFor, type TestEnv, markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn } from './harness.js';
 import { operatorSuite } from './suite.js';
 import {
   OperatorProcess,
@@ -33,11 +33,8 @@ describe('credential lifecycle under faults', function () {
   const extraServers: Array<{ server: PostgresServer; dir: string }> = [];
 
   const q = (sql: string, conn = env.postgres.connection) => queryAs(conn, sql);
-  const roleExists = async (username: string, conn = env.postgres.connection) =>
-    (await q(`SELECT 1 FROM pg_roles WHERE rolname = '${username.replace(/'/g, "''")}'`, conn)).rowCount === 1;
-  const markedRolesOf = async (name: string) =>
-    (await q(`SELECT r.rolname FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
-        WHERE d.description LIKE 'dbcred:%' AND d.description LIKE '%"namespace":"${ns}","name":"${name}"%'`)).rows.map((r) => r.rolname as string);
+  const roleExists = (username: string, conn = env.postgres.connection) => roleExistsOn(conn, username);
+  const markedRolesOf = (name: string) => markedRolesOfOn(env.postgres.connection, ns, name);
   const credential = (name: string) => getObject<DatabaseCredential>(env, 'databasecredentials', ns, name);
   const kubectl = (...args: string[]) => env.kubectl(['-n', ns, ...args]);
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
 import {
   OperatorProcess,
   apply,
@@ -23,8 +23,7 @@ describe('namespace deletion and the in-use finalizer on root Secrets', function
   let env: TestEnv;
   let operator: OperatorProcess | undefined;
 
-  const roleExists = async (username: string) =>
-    (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username.replace(/'/g, "''")}'`)).rowCount === 1;
+  const roleExists = (username: string) => roleExistsOn(env.postgres.connection, username);
   const finalizersOf = async (namespace: string, name: string): Promise<string[] | undefined> => {
     try {
       return (await env.core.readNamespacedSecret({ namespace, name })).metadata?.finalizers ?? [];

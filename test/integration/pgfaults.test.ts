@@ -9,7 +9,7 @@ import { PoolRegistry, poolConfig, type ClientSource, type ConnectionSettings } 
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
 import { assertNoViolations } from '../audit/auditor.js';
 import { operatorSuite } from './suite.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
 import { OperatorProcess, apply, condition, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('PostgreSQL faults under load', function () {
@@ -77,8 +77,7 @@ describe('PostgreSQL faults under load', function () {
   describe('a CREATEROLE-only admin', () => {
     let ns: string;
     let operator: OperatorProcess;
-    const roleExists = async (username: string) =>
-      (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username}'`)).rowCount === 1;
+    const roleExists = (username: string) => roleExistsOn(env.postgres.connection, username);
 
     /** Root Secret, DatabaseConfig and DatabaseRole for a new CREATEROLE login with the given extra options. */
     const adminObjects = async (name: string, options: string): Promise<object[]> => {

@@ -4,7 +4,7 @@
 // never issues a credential that could then never be deleted.
 import assert from 'node:assert/strict';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
-import { loginError, queryAs, waitFor, type TestEnv } from './harness.js';
+import { loginError, queryAs, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
 import { operatorSuite } from './suite.js';
 import {
   OperatorProcess,
@@ -24,8 +24,7 @@ describe('DatabaseRole statements are checked before Ready', function () {
   let ns: string;
   let operator: OperatorProcess;
 
-  const roleExists = async (username: string) =>
-    (await queryAs(env.postgres.connection, `SELECT 1 FROM pg_roles WHERE rolname = '${username.replace(/'/g, "''")}'`)).rowCount === 1;
+  const roleExists = (username: string) => roleExistsOn(env.postgres.connection, username);
   const dryRunLeftovers = async () =>
     (await queryAs(env.postgres.connection, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'dbcred_dryrun_%'")).rows.map((r) => r.rolname as string);
   /** A DatabaseRole "name" on config pg, with extra spec fields. */
