@@ -61,7 +61,11 @@ export class PostgresServer {
   private readonly socketDir: string;
   private readonly identity = serverIdentity();
 
-  constructor(private readonly baseDir: string) {
+  /** settings: extra server settings (postgres -c name=value), e.g. to load an extension for one test. */
+  constructor(
+    private readonly baseDir: string,
+    private readonly settings: Readonly<Record<string, string>> = {},
+  ) {
     this.dataDir = path.join(baseDir, 'data');
     this.socketDir = path.join(baseDir, 'socket');
   }
@@ -110,7 +114,8 @@ export class PostgresServer {
         '-c', `unix_socket_directories=${this.socketDir}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off',
         '-c', 'full_page_writes=off', '-c', 'max_connections=200', '-c', 'password_encryption=scram-sha-256',
         // Log every statement, as a strict audit setup would: tests check that no secret reaches this log.
-        '-c', 'log_statement=all', '-c', 'logging_collector=off'],
+        '-c', 'log_statement=all', '-c', 'logging_collector=off',
+        ...Object.entries(this.settings).flatMap(([name, value]) => ['-c', `${name}=${value}`])],
       logFile: this.logFile,
       ...this.identity,
     });
