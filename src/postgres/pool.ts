@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
+import { QUIET_SESSION_SQL } from './quietLogs.js';
 
 export interface ConnectionSettings {
   host: string;
@@ -79,6 +80,8 @@ export async function checkout<T>(source: ClientSource, fn: (client: pg.PoolClie
   };
   client.on('error', onError);
   try {
+    // A session that could not be quieted never runs our statements (they carry verifiers).
+    await quieted.get(client);
     return await fn(client);
   } catch (err) {
     failure ??= err ?? new Error('query failed');
@@ -93,6 +96,18 @@ export async function checkout<T>(source: ClientSource, fn: (client: pg.PoolClie
       client.release(failure instanceof Error ? failure : new Error(String(failure)));
     }
   }
+}
+
+/**
+ * Each session's quieting (quietLogs.ts), started when pg-pool opens the connection: queued on the client before
+ * anything a checkout sends, so it runs first; checkout() waits for its outcome.
+ */
+const quieted = new WeakMap<pg.ClientBase, Promise<void>>();
+
+function quietSession(client: pg.ClientBase): void {
+  const done = client.query(QUIET_SESSION_SQL).then(() => undefined);
+  done.catch(() => undefined); // heard by the checkout that awaits it
+  quieted.set(client, done);
 }
 
 /** A retired pool is ended once idle, or after this long at the latest (ending never cuts a checked-out client). */
@@ -171,6 +186,7 @@ export class ConfigPool implements ClientSource {
     // moment in between (an unheard 'error' event ends the process). What it means is handled where it is heard.
     pool.on('connect', (client) => {
       client.on('error', (err: Error) => this.logger.debug('PostgreSQL connection error', { config: this.key, error: err.message }));
+      quietSession(client);
     });
     return pool;
   }

@@ -2,7 +2,8 @@
 // builders in statements.ts; this file only decides transactions, locking, retries and error outcomes.
 import pg from 'pg';
 import { classifyPgError, safeErrorMessage, type PgErrorKind } from './errors.js';
-import { ConfigPool, checkout, type ClientSource } from './pool.js';
+import { checkout, type ClientSource } from './pool.js';
+import { LOG_SETTINGS_QUERY, LOG_SETTING_NAMES, loudSettings, type LoudSetting } from './quietLogs.js';
 import {
   buildRevocation,
   commentOnRole,
@@ -71,6 +72,8 @@ export interface ServerInfo {
   currentUser: string;
   canCreateRoles: boolean;
   sessionTermination: SessionTermination | undefined;
+  /** Settings that still put statement text (verifiers; the plaintext in password mode) into logs or statistics. */
+  loudSettings: LoudSetting[];
 }
 
 export interface MarkedRole {
@@ -93,53 +96,10 @@ async function withRetry<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/**
- * Keeps this transaction's statements (which carry a password or verifier) out of the server log, where the
- * admin may do so: log_statement and log_min_error_statement are superuser settings (or GRANT SET ON PARAMETER,
- * PostgreSQL 15+). Without that privilege the statements run anyway; the verifier, never the plaintext, is what
- * a log_statement=ddl server then records.
- */
-const QUIET_LOGS = "SET LOCAL log_statement = 'none'; SET LOCAL log_min_error_statement = 'panic'";
-const quietAllowed = new WeakMap<object, Promise<boolean>>();
-
-/** Whether this pool's user may set the two logging settings (asked once per pg.Pool, i.e. per settings). */
-function canQuietLogs(source: ClientSource): Promise<boolean> {
-  const key = source instanceof ConfigPool ? source.active : source;
-  let known = quietAllowed.get(key);
-  if (!known) {
-    known = checkout(source, async (client) => {
-      try {
-        await client.query(`BEGIN; ${QUIET_LOGS}; ROLLBACK`);
-        return true;
-      } catch (err) {
-        if (classifyPgError(err) !== 'privilege') throw err; // only a refusal is an answer
-        await client.query('ROLLBACK');
-        return false;
-      }
-    }).catch(() => {
-      quietAllowed.delete(key); // could not ask (server unreachable): ask again next time
-      return false;
-    });
-    quietAllowed.set(key, known);
-  }
-  return known;
-}
-
-async function quietLogs(client: pg.PoolClient): Promise<void> {
-  await client.query('SAVEPOINT dbcred_quiet');
-  try {
-    await client.query(QUIET_LOGS);
-    await client.query('RELEASE SAVEPOINT dbcred_quiet');
-  } catch {
-    await client.query('ROLLBACK TO SAVEPOINT dbcred_quiet');
-  }
-}
-
-async function inTransaction<T>(source: ClientSource, fn: (client: pg.PoolClient) => Promise<T>, opts: { ddlLock?: boolean; quiet?: boolean } = {}): Promise<T> {
+async function inTransaction<T>(source: ClientSource, fn: (client: pg.PoolClient) => Promise<T>, opts: { ddlLock?: boolean } = {}): Promise<T> {
   return checkout(source, async (client) => {
     try {
       await client.query('BEGIN');
-      if (opts.quiet) await quietLogs(client);
       if (opts.ddlLock !== false) await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
       const result = await fn(client);
       await client.query('COMMIT');
@@ -181,7 +141,15 @@ export class RoleAdmin {
           : row.rolcreaterole && row.rolinherit
             ? 'role-membership'
             : undefined;
-      return { version: row.version, currentUser: row.current_user, canCreateRoles: row.rolsuper || row.rolcreaterole, sessionTermination };
+      // Read in one of our own sessions, which has set every setting this user may set (quietLogs.ts).
+      const settings = await query<{ name: string; setting: string }>(this.pool, LOG_SETTINGS_QUERY, [LOG_SETTING_NAMES]);
+      return {
+        version: row.version,
+        currentUser: row.current_user,
+        canCreateRoles: row.rolsuper || row.rolcreaterole,
+        sessionTermination,
+        loudSettings: loudSettings(new Map(settings.rows.map((r) => [r.name, r.setting]))),
+      };
     } catch (err) {
       if (err instanceof RoleAdminError) throw err;
       throw wrap(err, 'connecting');
@@ -198,9 +166,9 @@ export class RoleAdmin {
       password: req.passwordForSQL,
       expiration: req.expiration,
     });
-    const quiet = await canQuietLogs(this.pool);
     // Statements are joined with a newline before each ';' so that a trailing -- comment cannot swallow it.
     const batch = [
+      'BEGIN',
       `SELECT pg_advisory_xact_lock(${DDL_LOCK_KEY})`,
       ...sql,
       commentOnRole(req.username, req.marker),
@@ -210,10 +178,7 @@ export class RoleAdmin {
       await withRetry(() =>
         checkout(this.pool, async (client) => {
           try {
-            // The server decides whether to log a query string before running any of it: the quiet settings must
-            // arrive in an earlier message than the statements that carry the verifier.
-            if (quiet) await client.query(`BEGIN; ${QUIET_LOGS}`);
-            await client.query(quiet ? batch : `BEGIN\n;\n${batch}`);
+            await client.query(batch);
           } catch (err) {
             await client.query('ROLLBACK').catch(() => undefined);
             throw err;
@@ -246,7 +211,6 @@ export class RoleAdmin {
           connected = true;
           try {
             await client.query('BEGIN');
-            await quietLogs(client);
             await client.query('SELECT pg_advisory_xact_lock($1)', [DDL_LOCK_KEY]);
             for (const step of steps) {
               field = step.field;
@@ -279,7 +243,7 @@ export class RoleAdmin {
       // No DDL lock: a password change does not collide with GRANTs, and root rotation must not wait behind issues.
       await inTransaction(this.pool, async (client) => {
         for (const statement of sql) await client.query(statement);
-      }, { ddlLock: false, quiet: true });
+      }, { ddlLock: false });
     } catch (err) {
       throw wrap(err, 'setting password', [passwordForSQL]);
     }

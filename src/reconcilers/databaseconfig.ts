@@ -70,6 +70,29 @@ function sessionTerminationCondition(info: ServerInfo): ConditionInput {
   }
 }
 
+/**
+ * Whether the statements that carry a credential's SCRAM verifier (in password mode, its plaintext) stay out of the
+ * server log and pg_stat_statements. Each operator session quiets every setting its user may set (quietLogs.ts);
+ * what stays loud is reported here and in a Warning Event, not a reason for Ready=False: the server's own
+ * configuration is the platform's decision, and the README says what to change.
+ */
+function quietLogsCondition(info: ServerInfo, passwordMode: boolean): ConditionInput {
+  const type = 'QuietLogs';
+  if (info.loudSettings.length === 0) {
+    return { type, status: 'True', reason: 'Quiet', message: 'role statements are kept out of the server log and pg_stat_statements' };
+  }
+  const loud = info.loudSettings.map((s) => `${s.name}=${s.value} (${s.effect})`).join('; ');
+  return {
+    type,
+    status: 'False',
+    reason: 'StatementsLogged',
+    message:
+      `server settings that user "${info.currentUser}" may not change for its sessions: ${loud}. ` +
+      `The ${passwordMode ? 'plaintext password' : 'SCRAM verifier'} of issued credentials can reach the server log or statistics; ` +
+      'a superuser admin, or GRANT SET ON PARAMETER (PostgreSQL 15+), lets the operator quiet them per session',
+  };
+}
+
 /** The Secrets (names, in the config's namespace) that the config reads: root credentials, and the CA if set. */
 export function referencedSecrets(config: DatabaseConfig): string[] {
   const names = [config.spec.rootCredentialsSecretRef.name];
@@ -269,12 +292,14 @@ export class DatabaseConfigReconciler {
         if (!info.canCreateRoles) {
           throw new NotReady('InsufficientPrivileges', `user "${info.currentUser}" has neither SUPERUSER nor CREATEROLE`);
         }
-        const termination = sessionTerminationCondition(info);
-        const before = config.status?.conditions?.find((c) => c.type === termination.type);
-        if (termination.status === 'False' && before?.reason !== termination.reason) {
-          this.ctx.events.record(config, 'Warning', termination.reason, termination.message);
+        const passwordMode = (config.spec.passwordAuthentication ?? 'scram-sha-256') === 'password';
+        for (const reported of [sessionTerminationCondition(info), quietLogsCondition(info, passwordMode)]) {
+          const before = config.status?.conditions?.find((c) => c.type === reported.type);
+          if (reported.status === 'False' && (before?.reason !== reported.reason || before.message !== reported.message)) {
+            this.ctx.events.record(config, 'Warning', reported.reason, reported.message);
+          }
+          status = withCondition(this.ctx, config, status, reported);
         }
-        status = withCondition(this.ctx, config, status, termination);
       }
       status = await this.rotateRootIfDue(config, resolved, status);
       if (config.spec.rootRotation?.period) {
