@@ -23,6 +23,7 @@ import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
 import { RoleAdmin, RoleAdminError } from '../postgres/roleAdmin.js';
+import { tenantView } from './tenantMessages.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
@@ -132,7 +133,7 @@ export class DatabaseCredentialReconciler {
     const stuck = failed.filter((f) => !abandoned.includes(f));
     if (stuck.length) {
       const message = describeFailures(stuck);
-      await this.commit(cred, readyFalse(this.ctx, cred, after, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
+      await this.commit(cred, this.readyFalse(cred, after, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
       throw new Error(`revocation failed: ${message}`);
     }
     if (abandoned.length) {
@@ -302,7 +303,7 @@ export class DatabaseCredentialReconciler {
         // Rotation is on but nothing can be issued, and the lease is over: the login is dead; revoke it (TTLs are
         // enforced) and wait for the role or config to come back, then issue at once. Never Expired.
         const { status: after, failed } = await runRevocations(status, [decision.role], rotationEnabled, { revokeRole: (r) => this.revoke(r) });
-        const next = readyFalse(this.ctx, cred, after, decision.reason, `${decision.message}; the lease of ${decision.role.username} ended and a new login is issued as soon as this is fixed`);
+        const next = this.readyFalse(cred, after, decision.reason, `${decision.message}; the lease of ${decision.role.username} ended and a new login is issued as soon as this is fixed`);
         await this.commit(cred, next);
         if (failed.length) throw new Error(`revocation failed: ${describeFailures(failed)}`);
         return wake(next);
@@ -617,7 +618,7 @@ export class DatabaseCredentialReconciler {
     const { status: after, failed } = await runRevocations(status, [active], false, { revokeRole: (r) => this.revoke(r) });
     if (failed.length) {
       const message = describeFailures(failed);
-      await this.commit(cred, readyFalse(this.ctx, cred, status, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
+      await this.commit(cred, this.readyFalse(cred, status, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));
       throw new Error(`revocation failed: ${message}`);
     }
     if (secret?.metadata?.name) await this.ctx.client.deleteSecret(cred.metadata.namespace, secret.metadata.name, secret.metadata.uid);
@@ -679,9 +680,25 @@ export class DatabaseCredentialReconciler {
     }
   }
 
+  /**
+   * Ready=False, in the tenant's terms when the credential is in another namespace than its role (tenantView).
+   * Withheld details go, when the reason is new, to a Warning Event on the DatabaseRole and to the log.
+   */
+  private readyFalse(cred: DatabaseCredential, status: DatabaseCredentialStatus, reason: string, message: string): DatabaseCredentialStatus {
+    const roleNamespace = cred.spec.roleRef.namespace ?? cred.metadata.namespace;
+    const view = tenantView(cred.metadata.namespace, roleNamespace, cred.spec.roleRef.name, reason, message);
+    if (view.redacted && getCondition(cred.status?.conditions, 'Ready')?.reason !== reason) {
+      const credKey = keyOf(cred.metadata.namespace, cred.metadata.name);
+      const role = this.ctx.informers.roles.get(keyOf(roleNamespace, cred.spec.roleRef.name));
+      if (role) this.ctx.events.record(role, 'Warning', reason, `DatabaseCredential ${credKey}: ${message}`);
+      this.ctx.logger.warn('credential not ready', { credential: credKey, reason, message });
+    }
+    return readyFalse(this.ctx, cred, status, reason, view.message);
+  }
+
   /** Ready=False with a reason; wakes for the lease end or a grace period that ends meanwhile, if any. */
   private async notReady(cred: DatabaseCredential, status: DatabaseCredentialStatus, reason: string, message: string): Promise<Result> {
-    await this.commit(cred, readyFalse(this.ctx, cred, status, reason, message));
+    await this.commit(cred, this.readyFalse(cred, status, reason, message));
     const ms = nextWake(status, this.ctx.clock.now(), false);
     return ms === undefined ? {} : { requeueAfter: ms };
   }
