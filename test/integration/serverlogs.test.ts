@@ -32,7 +32,9 @@ describe('secrets stay out of PostgreSQL logs and statistics (issue 8, finding 4
   let operator: OperatorProcess;
   /** Every secret value the operator handled in this suite: none may show up in the log or the statistics. */
   const secrets = new Set<string>();
-  const su = () => server.connection;
+  /** The superuser's password changes with the root rotation below. */
+  let suPassword = '';
+  const su = () => ({ ...server.connection, password: suPassword });
 
   before(async function () {
     this.timeout(600_000);
@@ -41,6 +43,7 @@ describe('secrets stay out of PostgreSQL logs and statistics (issue 8, finding 4
     server = new PostgresServer(dir, LOUD_SERVER);
     await server.init();
     await server.start();
+    suPassword = server.password;
     loudEnv = { ...env, postgres: server };
     await queryAs(su(), 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
     await queryAs(su(), 'CREATE TABLE public.fragile_items (id int)');
@@ -101,7 +104,8 @@ describe('secrets stay out of PostgreSQL logs and statistics (issue 8, finding 4
     // Root rotation: a new root password, set through ALTER ROLE.
     await env.kubectl(['-n', ns, 'annotate', 'databaseconfig', 'pg', 'dbcred.dev/rotate-root=1', '--overwrite']);
     await waitFor('the root password to change', async () => (await readSecretData(env, ns, 'pg-root'))?.password !== server.password, { timeoutMs: 30_000 });
-    secrets.add((await readSecretData(env, ns, 'pg-root'))!.password!);
+    suPassword = (await readSecretData(env, ns, 'pg-root'))!.password!;
+    secrets.add(suPassword);
     await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'pg', 'Ready', 'True');
 
     // A creation that fails on the server, after the verifier was sent: with log_min_error_statement=error the
