@@ -100,6 +100,8 @@ export interface TransportState {
 interface PgConnectionInternals extends EventEmitter {
   stream: net.Socket;
   ssl: false | ConnectionOptions;
+  /** set by pg's Client when it gives up (connect timeout, end()) */
+  _ending: boolean;
   connect(port: number, host: string): void;
   requestSsl(): void;
 }
@@ -121,6 +123,8 @@ const AUTH_REQUESTS: ReadonlyMap<string, AuthMethod> = new Map([
 class GuardedConnection extends PgConnection {
   private target: { port: number; host: string } | undefined;
   private rawSocket: net.Socket | undefined;
+  /** The TCP connection stands: a fallback is about TLS, never about an unreachable server. */
+  private reachedServer = false;
   /** The server has started authentication (or accepted us): from here on an error is an error. */
   private authenticating = false;
   private fellBack = false;
@@ -145,6 +149,7 @@ class GuardedConnection extends PgConnection {
   }
 
   override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'connect') this.reachedServer = true;
     if (typeof event === 'string' && event.startsWith('authentication')) {
       this.authenticating = true;
       const method = AUTH_REQUESTS.get(event);
@@ -152,11 +157,16 @@ class GuardedConnection extends PgConnection {
         this.stream.destroy();
         return super.emit('error', new InsecureAuthenticationError(method, this.policy.allowedAuthentication));
       }
-    } else if ((event === 'error' || event === 'errorMessage') && this.policy.fallbackToPlaintext && this.ssl && !this.authenticating && !this.fellBack) {
+    } else if ((event === 'error' || event === 'errorMessage') && this.mayFallBack) {
       this.connectWithoutTls();
       return true;
     }
     return super.emit(event, ...args);
+  }
+
+  /** prefer, still in the TLS attempt, the server reached, nothing sent yet, and pg's Client has not given up. */
+  private get mayFallBack(): boolean {
+    return this.policy.fallbackToPlaintext && this.ssl !== false && this.reachedServer && !this.authenticating && !this.fellBack && !this._ending;
   }
 
   get transport(): TransportState {

@@ -1,6 +1,7 @@
 // What the three reconcilers share: clients, caches, pools, the event recorder and the clock — plus the two
 // lookups every reconciler needs (a DatabaseConfig resolved to a working RoleAdmin; status writes that happen
 // only when something changed).
+import { X509Certificate } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { statusChanged, setCondition, type ConditionInput } from '../api/conditions.js';
 import type { AnyResource, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../api/types.js';
@@ -10,7 +11,6 @@ import type { EventRecorder } from '../k8s/events.js';
 import type { ResilientInformer } from '../k8s/informer.js';
 import type { RootSecretWatches } from '../k8s/rootSecrets.js';
 import type { Logger } from '../logger.js';
-import { X509Certificate } from 'node:crypto';
 import type { ConfigPool, PoolRegistry } from '../postgres/pool.js';
 import { RoleAdmin } from '../postgres/roleAdmin.js';
 import { validateTemplate, DEFAULT_USERNAME_TEMPLATE, type CompiledUsernameTemplate } from '../postgres/usernameTemplate.js';
