@@ -174,6 +174,17 @@ describe('admin connection transport: authentication requests and TLS', function
     await env.kubectl(['-n', ns, 'delete', 'databaseconfig', 'named-verify-full', 'named-verify-ca', '--wait=true', '--timeout=60s']);
   });
 
+  it('refuses verify-ca without a CA (CARequired) and a CA Secret without a PEM certificate (InvalidCA)', async () => {
+    await apply(env, ns, [
+      secret('not-a-ca', { 'ca.crt': 'not a certificate' }),
+      config('no-ca', envURL('?sslmode=verify-ca')),
+      config('bad-ca', envURL('?sslmode=require'), { caSecretRef: { name: 'not-a-ca' } }),
+    ]);
+    await refusedWith('no-ca', 'CARequired');
+    await refusedWith('bad-ca', 'InvalidCA');
+    await env.kubectl(['-n', ns, 'delete', 'databaseconfig', 'no-ca', 'bad-ca', '--wait=true', '--timeout=60s']);
+  });
+
   it('the API server refuses a ?password= parameter and a parameter naming a local file', async () => {
     await assert.rejects(apply(env, ns, [config('pw-param', envURL('?sslmode=require&password=hunter2'))]), (err: Error) =>
       /must not have a password parameter/.test(err.message) && !err.message.includes('hunter2'));
