@@ -71,6 +71,8 @@ export interface DatabaseConfigSpec {
   usernameTemplate?: string;
   passwordPolicy?: { length?: number };
   passwordAuthentication?: 'scram-sha-256' | 'password';
+  /** The password-based authentication the server may ask the operator for (default: scram-sha-256 only). */
+  allowedAuthenticationMethods?: Array<'scram-sha-256' | 'md5' | 'password'>;
   rootRotation?: { period?: string };
   caSecretRef?: { name: string; key?: string };
 }

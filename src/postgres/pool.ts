@@ -1,10 +1,20 @@
 // One pool per DatabaseConfig, whose pg.Pool is replaced only when what it connects with changes (URL, root
 // credentials, CA, size), and retired gracefully. Pools carry connect/statement/lock timeouts and an error
 // listener (an idle client that dies must not take the process down); checkout() gives a checked-out client one.
+// Every connection is a GuardedConnection: sslmode means what it means to libpq, and a server that asks for the
+// password in a form the config does not allow (cleartext, MD5) gets nothing.
 import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { TLSSocket, type ConnectionOptions } from 'node:tls';
+import type { EventEmitter } from 'node:events';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
 import { QUIET_SESSION_SQL } from './quietLogs.js';
+
+/** The password-based methods a server may ask for; libpq's require_auth names them the same way. */
+export const AUTH_METHODS = ['scram-sha-256', 'md5', 'password'] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+export const DEFAULT_AUTH_METHODS: readonly AuthMethod[] = ['scram-sha-256'];
 
 export interface ConnectionSettings {
   host: string;
@@ -15,38 +25,198 @@ export interface ConnectionSettings {
   sslmode: string;
   ca?: string;
   maxConnections: number;
+  /** The password-based authentication the server may ask for (default: scram-sha-256 only). */
+  allowedAuthentication?: readonly AuthMethod[];
 }
 
 const CONNECT_TIMEOUT_MS = 5_000;
 const STATEMENT_TIMEOUT_MS = 30_000;
 const LOCK_TIMEOUT_MS = 10_000;
 
-function sslOption(settings: ConnectionSettings): pg.PoolConfig['ssl'] {
+/** How the server's certificate is checked: against the CA and the host name, the CA only, or not at all. */
+export type TlsVerification = 'full' | 'ca' | 'none';
+
+/** What an sslmode asks of a connection, as libpq defines it (https://www.postgresql.org/docs/current/libpq-ssl.html). */
+interface TransportPolicy {
+  /** pg's ssl option for the first attempt: false = plaintext. */
+  ssl: false | ConnectionOptions;
+  /** prefer: when the server declines TLS or the TLS attempt fails before authentication, connect again without. */
+  fallbackToPlaintext: boolean;
+  verification: TlsVerification;
+  allowedAuthentication: readonly AuthMethod[];
+}
+
+const skipHostNameCheck = (): undefined => undefined;
+
+function transportPolicy(settings: ConnectionSettings): TransportPolicy {
+  const allowedAuthentication = settings.allowedAuthentication ?? DEFAULT_AUTH_METHODS;
+  // With a CA, libpq verifies the chain in every mode that uses TLS (a root certificate present means verify-ca).
+  const chainOnly: ConnectionOptions = { ca: settings.ca, rejectUnauthorized: true, checkServerIdentity: skipHostNameCheck };
+  const tryTls: TransportPolicy = settings.ca
+    ? { ssl: chainOnly, fallbackToPlaintext: false, verification: 'ca', allowedAuthentication }
+    : { ssl: { rejectUnauthorized: false }, fallbackToPlaintext: false, verification: 'none', allowedAuthentication };
   switch (settings.sslmode) {
     case 'disable':
-    case 'allow':
+    case 'allow': // libpq would try TLS after a refused plaintext login; here allow stays plaintext (README).
+      return { ssl: false, fallbackToPlaintext: false, verification: 'none', allowedAuthentication };
     case 'prefer':
-      // libpq's prefer falls back to plaintext; pg cannot, so prefer = no TLS (documented in the README).
-      return false;
+      return { ...tryTls, fallbackToPlaintext: true };
     case 'require':
-      return { rejectUnauthorized: false, ca: settings.ca };
+      return tryTls;
     case 'verify-ca':
-      return { ca: settings.ca, checkServerIdentity: () => undefined };
-    default: // verify-full
-      return { ca: settings.ca, rejectUnauthorized: true };
+      return { ssl: chainOnly, fallbackToPlaintext: false, verification: 'ca', allowedAuthentication };
+    default: // verify-full: the CA given, else the system's trusted CAs; and the host name
+      return { ssl: { ...(settings.ca ? { ca: settings.ca } : {}), rejectUnauthorized: true }, fallbackToPlaintext: false, verification: 'full', allowedAuthentication };
   }
 }
 
-export function poolConfig(settings: ConnectionSettings): pg.PoolConfig {
+/** How a connection with these settings verifies the server when it uses TLS. */
+export function tlsVerification(settings: ConnectionSettings): TlsVerification {
+  return transportPolicy(settings).verification;
+}
+
+/** The server asked for the password in a form the config does not allow; nothing was sent. */
+export class InsecureAuthenticationError extends Error {
+  override name = 'InsecureAuthenticationError';
+  constructor(
+    readonly method: AuthMethod,
+    readonly allowed: readonly AuthMethod[],
+  ) {
+    super(
+      `the server asked for ${method === 'password' ? 'the password in cleartext ("password" authentication)' : `${method} authentication`}, ` +
+        `which allowedAuthenticationMethods (${allowed.join(', ')}) does not allow; the password was not sent`,
+    );
+  }
+}
+
+/** What a connection ended up with: TLS or not, and whether prefer fell back to plaintext. */
+export interface TransportState {
+  tls: boolean;
+  /** e.g. TLSv1.3 */
+  protocol?: string;
+  fellBack: boolean;
+}
+
+/** The parts of pg's Connection this file builds on (lib/connection.js; not in @types/pg). */
+interface PgConnectionInternals extends EventEmitter {
+  stream: net.Socket;
+  ssl: false | ConnectionOptions;
+  /** set by pg's Client when it gives up (connect timeout, end()) */
+  _ending: boolean;
+  connect(port: number, host: string): void;
+  requestSsl(): void;
+}
+const PgConnection = pg.Connection as unknown as new (config: object) => PgConnectionInternals;
+
+const AUTH_REQUESTS: ReadonlyMap<string, AuthMethod> = new Map([
+  ['authenticationCleartextPassword', 'password'],
+  ['authenticationMD5Password', 'md5'],
+  ['authenticationSASL', 'scram-sha-256'],
+]);
+
+/**
+ * pg's Connection with two changes, both made where the server's messages arrive, before pg's Client acts on them:
+ * an authentication request of a method not allowed becomes an InsecureAuthenticationError and the socket is
+ * destroyed (pg's Client would answer a cleartext request with the password, an MD5 request with a hash that is
+ * as good as the password for MD5 logins); and with sslmode=prefer, a server that declines TLS, a failed TLS
+ * handshake or an error before authentication starts leads to a second, plaintext attempt, as libpq does.
+ */
+class GuardedConnection extends PgConnection {
+  private target: { port: number; host: string } | undefined;
+  private rawSocket: net.Socket | undefined;
+  /** The TCP connection stands: a fallback is about TLS, never about an unreachable server. */
+  private reachedServer = false;
+  /** The server has started authentication (or accepted us): from here on an error is an error. */
+  private authenticating = false;
+  private fellBack = false;
+
+  constructor(private readonly policy: TransportPolicy) {
+    super({ ssl: policy.ssl, keepAlive: false, encoding: 'utf8' });
+  }
+
+  override connect(port: number, host: string): void {
+    this.target = { port, host };
+    this.rawSocket = this.stream;
+    super.connect(port, host);
+  }
+
+  override requestSsl(): void {
+    // After a fallback pg's Client still asks for TLS on 'connect'; the plaintext attempt goes straight to startup.
+    if (this.fellBack) {
+      process.nextTick(() => this.emit('sslconnect'));
+      return;
+    }
+    super.requestSsl();
+  }
+
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'connect') this.reachedServer = true;
+    if (typeof event === 'string' && event.startsWith('authentication')) {
+      this.authenticating = true;
+      const method = AUTH_REQUESTS.get(event);
+      if (method !== undefined && !this.policy.allowedAuthentication.includes(method)) {
+        this.stream.destroy();
+        return super.emit('error', new InsecureAuthenticationError(method, this.policy.allowedAuthentication));
+      }
+    } else if ((event === 'error' || event === 'errorMessage') && this.mayFallBack) {
+      this.connectWithoutTls();
+      return true;
+    }
+    return super.emit(event, ...args);
+  }
+
+  /** prefer, still in the TLS attempt, the server reached, nothing sent yet, and pg's Client has not given up. */
+  private get mayFallBack(): boolean {
+    return this.policy.fallbackToPlaintext && this.ssl !== false && this.reachedServer && !this.authenticating && !this.fellBack && !this._ending;
+  }
+
+  get transport(): TransportState {
+    const stream = this.stream;
+    const tls = stream instanceof TLSSocket && stream.encrypted;
+    return { tls, protocol: tls ? ((stream as TLSSocket).getProtocol() ?? undefined) : undefined, fellBack: this.fellBack };
+  }
+
+  private connectWithoutTls(): void {
+    for (const socket of new Set([this.rawSocket, this.stream])) {
+      if (!socket) continue;
+      socket.removeAllListeners();
+      socket.on('error', () => undefined);
+      socket.destroy();
+    }
+    this.fellBack = true;
+    this.ssl = false;
+    this.stream = new net.Socket();
+    const { port, host } = this.target ?? { port: 0, host: '' };
+    this.connect(port, host);
+  }
+}
+
+interface GuardedClientConfig extends pg.ClientConfig {
+  transportPolicy: TransportPolicy;
+}
+
+/** The pool's client: a pg.Client on a GuardedConnection (pg-pool passes its options to each new Client). */
+class GuardedClient extends pg.Client {
+  constructor(config: GuardedClientConfig) {
+    // pg-pool keeps the password non-enumerable in its options (out of stack traces): a spread would drop it.
+    super({ ...config, password: config.password, connection: new GuardedConnection(config.transportPolicy) } as pg.ClientConfig);
+  }
+}
+
+/** The TLS state of a client made from poolConfig or clientConfig, or undefined for another client. */
+export function transportOf(client: pg.ClientBase): TransportState | undefined {
+  const connection: unknown = (client as unknown as { connection?: unknown }).connection;
+  return connection instanceof GuardedConnection ? connection.transport : undefined;
+}
+
+function baseConfig(settings: ConnectionSettings): pg.ClientConfig {
   return {
     host: settings.host,
     port: settings.port,
     database: settings.database,
     user: settings.user,
     password: settings.password,
-    ssl: sslOption(settings),
-    max: settings.maxConnections,
-    idleTimeoutMillis: 30_000,
+    ssl: transportPolicy(settings).ssl,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     statement_timeout: STATEMENT_TIMEOUT_MS,
     lock_timeout: LOCK_TIMEOUT_MS,
@@ -54,6 +224,70 @@ export function poolConfig(settings: ConnectionSettings): pg.PoolConfig {
     // statements.ts escapes literals for standard_conforming_strings=on (backslash is an ordinary character).
     options: '-c standard_conforming_strings=on',
   };
+}
+
+export function poolConfig(settings: ConnectionSettings): pg.PoolConfig {
+  const config: pg.PoolConfig & GuardedClientConfig = {
+    ...baseConfig(settings),
+    max: settings.maxConnections,
+    idleTimeoutMillis: 30_000,
+    transportPolicy: transportPolicy(settings),
+    Client: GuardedClient as unknown as pg.PoolConfig['Client'],
+  };
+  return config;
+}
+
+/**
+ * The config of one pg.Client (not a pool). Call it once per client: it carries the client's own connection.
+ */
+export function clientConfig(settings: ConnectionSettings): pg.ClientConfig {
+  return { ...baseConfig(settings), connection: new GuardedConnection(transportPolicy(settings)) } as pg.ClientConfig;
+}
+
+const UNTRUSTED_CERTIFICATE = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+const INVALID_CERTIFICATE = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'INVALID_PURPOSE', 'CERT_REVOKED']);
+
+/** Why a connection failed, when it failed in TLS or in the choice of authentication: a reason a user can act on. */
+export interface TransportFailure {
+  reason: string;
+  message: string;
+}
+
+/**
+ * The transport failure behind err, or undefined for anything else (a wrong password, an unreachable server).
+ * Messages name the host and the certificate problem, never a credential.
+ */
+export function transportFailure(err: unknown, settings: ConnectionSettings): TransportFailure | undefined {
+  if (err instanceof InsecureAuthenticationError) return { reason: 'InsecureAuthentication', message: err.message };
+  const { code, message } = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' ? message : '';
+  const server = `${settings.host}:${settings.port}`;
+  const trusted = settings.ca ? 'the CA of caSecretRef' : 'the system CAs (no caSecretRef)';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return { reason: 'TLSHostnameMismatch', message: `the certificate of ${server} is not valid for host "${settings.host}" (sslmode=${settings.sslmode}): ${text}` };
+  }
+  if (typeof code === 'string' && UNTRUSTED_CERTIFICATE.has(code)) {
+    return { reason: 'TLSCertificateUntrusted', message: `the certificate of ${server} is not signed by ${trusted} (sslmode=${settings.sslmode}): ${text} (${code})` };
+  }
+  if (typeof code === 'string' && INVALID_CERTIFICATE.has(code)) {
+    return { reason: 'TLSCertificateInvalid', message: `the certificate of ${server} is not valid: ${text} (${code})` };
+  }
+  if (text === 'The server does not support SSL connections') {
+    return { reason: 'TLSUnavailable', message: `${server} does not offer TLS, which sslmode=${settings.sslmode} requires` };
+  }
+  if (typeof code === 'string' && (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_'))) {
+    return { reason: 'TLSHandshakeFailed', message: `the TLS handshake with ${server} failed: ${text} (${code})` };
+  }
+  return undefined;
 }
 
 function fingerprint(settings: ConnectionSettings): string {
@@ -156,6 +390,11 @@ export class ConfigPool implements ClientSource {
       if (pool !== this.current && !this.closed) return this.current.connect();
       throw err;
     }
+  }
+
+  /** What a connection of this pool negotiated (connecting if none is idle): TLS or not, and whether prefer fell back. */
+  transport(): Promise<TransportState | undefined> {
+    return checkout(this, async (client) => transportOf(client));
   }
 
   /** Switches new checkouts to a new pg.Pool when the settings differ from those in use. */

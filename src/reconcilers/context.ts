@@ -1,6 +1,7 @@
 // What the three reconcilers share: clients, caches, pools, the event recorder and the clock — plus the two
 // lookups every reconciler needs (a DatabaseConfig resolved to a working RoleAdmin; status writes that happen
 // only when something changed).
+import { X509Certificate } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { statusChanged, setCondition, type ConditionInput } from '../api/conditions.js';
 import type { AnyResource, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../api/types.js';
@@ -10,11 +11,11 @@ import type { EventRecorder } from '../k8s/events.js';
 import type { ResilientInformer } from '../k8s/informer.js';
 import type { RootSecretWatches } from '../k8s/rootSecrets.js';
 import type { Logger } from '../logger.js';
-import type { PoolRegistry } from '../postgres/pool.js';
+import type { ConfigPool, PoolRegistry } from '../postgres/pool.js';
 import { RoleAdmin } from '../postgres/roleAdmin.js';
 import { validateTemplate, DEFAULT_USERNAME_TEMPLATE, type CompiledUsernameTemplate } from '../postgres/usernameTemplate.js';
 import { parseConnectionURL } from '../secrets/secretData.js';
-import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
+import { clientConfig, type ConnectionSettings } from '../postgres/pool.js';
 
 export interface Informers {
   configs: ResilientInformer<DatabaseConfig>;
@@ -62,6 +63,7 @@ export interface ResolvedConfig {
   key: string;
   config: DatabaseConfig;
   admin: RoleAdmin;
+  pool: ConfigPool;
   settings: ConnectionSettings;
   template: CompiledUsernameTemplate;
   passwordLength: number;
@@ -78,7 +80,7 @@ export async function resolveConfig(ctx: OperatorContext, config: DatabaseConfig
   const spec = config.spec;
   let url;
   try {
-    url = parseConnectionURL(spec.connectionURL);
+    url = parseConnectionURL(spec.connectionURL, spec.caSecretRef !== undefined);
   } catch (err) {
     throw new NotReady('InvalidConnectionURL', err instanceof Error ? err.message : String(err));
   }
@@ -101,9 +103,17 @@ export async function resolveConfig(ctx: OperatorContext, config: DatabaseConfig
   }
   let ca: string | undefined;
   if (spec.caSecretRef) {
+    const caKey = spec.caSecretRef.key ?? 'ca.crt';
     const caSecret = await ctx.rootSecrets.get(namespace, spec.caSecretRef.name, key);
-    ca = decode(caSecret?.data?.[spec.caSecretRef.key ?? 'ca.crt']);
+    ca = decode(caSecret?.data?.[caKey]);
     if (!ca) throw new NotReady('SecretNotFound', `CA Secret ${namespace}/${spec.caSecretRef.name} or its key not found`);
+    // Checked only where TLS is used: with sslmode=disable the CA is read (the reference must hold) but unused.
+    if (url.sslmode !== 'disable' && !isPemCertificates(ca)) {
+      throw new NotReady('InvalidCA', `key ${caKey} of CA Secret ${namespace}/${spec.caSecretRef.name} holds no valid PEM certificate (-----BEGIN CERTIFICATE----- …)`);
+    }
+  } else if (url.sslmode === 'verify-ca') {
+    // Without a CA of its own, verify-ca would trust any certificate a public CA issued for any name.
+    throw new NotReady('CARequired', 'sslmode=verify-ca needs the CA that signed the server certificate: set caSecretRef (or use verify-full)');
   }
   const settings: ConnectionSettings = {
     host: url.host,
@@ -114,18 +124,33 @@ export async function resolveConfig(ctx: OperatorContext, config: DatabaseConfig
     password,
     ca,
     maxConnections: spec.maxOpenConnections ?? 4,
+    allowedAuthentication: spec.allowedAuthenticationMethods,
   };
   const pool = ctx.pools.get(key, settings);
-  const admin = new RoleAdmin(pool, (database) => ({ ...poolConfig({ ...settings, database }) }));
+  // One clientConfig per one-off client: each carries its own guarded connection.
+  const admin = new RoleAdmin(pool, (database) => clientConfig({ ...settings, database }));
   return {
     key,
     config,
     admin,
+    pool,
     settings,
     template,
     passwordLength: spec.passwordPolicy?.length ?? 32,
     scram: (spec.passwordAuthentication ?? 'scram-sha-256') === 'scram-sha-256',
   };
+}
+
+/** Whether text is one or more PEM certificates that parse (a bundle is allowed). */
+function isPemCertificates(text: string): boolean {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return false;
+  try {
+    for (const block of blocks) new X509Certificate(block);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function decode(b64: string | undefined): string | undefined {

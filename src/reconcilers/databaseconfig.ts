@@ -4,7 +4,8 @@ import type * as k8s from '@kubernetes/client-node';
 import pg from 'pg';
 import { parseDuration, toRFC3339 } from '../api/duration.js';
 import { CONFIG_FINALIZER, ROTATE_ROOT_ANNOTATION, type DatabaseConfig, type DatabaseConfigStatus, type DatabaseCredential } from '../api/types.js';
-import { poolConfig } from '../postgres/pool.js';
+import { clientConfig, tlsVerification, transportFailure, type ConnectionSettings, type TransportFailure, type TransportState } from '../postgres/pool.js';
+import { classifyPgError, safeErrorMessage } from '../postgres/errors.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { decodeKey, encodeData } from '../secrets/ownedSecret.js';
 import { generatePassword } from '../secrets/password.js';
@@ -93,6 +94,45 @@ function quietLogsCondition(info: ServerInfo, passwordMode: boolean): ConditionI
   };
 }
 
+/**
+ * Whether the admin connection uses TLS, and how the server was verified. False when sslmode keeps it plaintext
+ * or prefer fell back (the server declined TLS, or the TLS attempt failed), or when TLS itself failed.
+ */
+export function tlsCondition(settings: ConnectionSettings, transport: TransportState | undefined, failure?: TransportFailure): ConditionInput {
+  const type = 'TLS';
+  if (failure) return { type, status: 'False', reason: failure.reason, message: failure.message };
+  if (!transport) return { type, status: 'Unknown', reason: 'NotConnected', message: 'the connection was not checked' };
+  if (!transport.tls) {
+    return transport.fellBack
+      ? { type, status: 'False', reason: 'ServerDeclinedTLS', message: `sslmode=prefer: the TLS attempt failed or the server declined it; the admin connection is plaintext (use sslmode=verify-full with caSecretRef)` }
+      : { type, status: 'False', reason: 'Disabled', message: `sslmode=${settings.sslmode}: the admin connection is plaintext` };
+  }
+  const protocol = transport.protocol ?? 'TLS';
+  switch (tlsVerification(settings)) {
+    case 'full':
+      return { type, status: 'True', reason: 'VerifiedFull', message: `${protocol}; the server certificate is verified against ${settings.ca ? 'the CA of caSecretRef' : 'the system CAs'} and the host name` };
+    case 'ca':
+      return { type, status: 'True', reason: 'VerifiedCA', message: `${protocol}; the server certificate is verified against the CA of caSecretRef, not the host name (sslmode=${settings.sslmode})` };
+    default:
+      return { type, status: 'True', reason: 'NotVerified', message: `${protocol}; the server certificate is not verified (sslmode=${settings.sslmode} without caSecretRef)` };
+  }
+}
+
+/**
+ * Connects (or takes an idle connection) and reports its transport. A TLS or authentication-method failure comes
+ * back as a TransportFailure, for a reason of its own; anything else is thrown as the RoleAdminError serverInfo
+ * would have thrown, so a wrong password still reads LoginFailed.
+ */
+async function checkTransport(resolved: ResolvedConfig): Promise<{ transport?: TransportState; failure?: TransportFailure }> {
+  try {
+    return { transport: await resolved.pool.transport() };
+  } catch (err) {
+    const failure = transportFailure(err, resolved.settings);
+    if (failure) return { failure };
+    throw new RoleAdminError(`connecting: ${safeErrorMessage(err, [resolved.settings.password])}`, classifyPgError(err));
+  }
+}
+
 /** The Secrets (names, in the config's namespace) that the config reads: root credentials, and the CA if set. */
 export function referencedSecrets(config: DatabaseConfig): string[] {
   const names = [config.spec.rootCredentialsSecretRef.name];
@@ -165,7 +205,7 @@ export class DatabaseConfigReconciler {
     const pending = decodeKey(secret, pendingKey);
     const existing = this.ctx.pools.existing(keyOf(namespace, config.metadata.name));
     if (!secret || pending === undefined || !existing) return false;
-    const client = new pg.Client(poolConfig({ ...existing.settings, password: pending }));
+    const client = new pg.Client(clientConfig({ ...existing.settings, password: pending }));
     client.on('error', () => undefined);
     try {
       await client.connect();
@@ -287,6 +327,12 @@ export class DatabaseConfigReconciler {
       ({ config, status } = await this.syncSecretsInUse(config, status));
       const resolved = await resolveConfig(this.ctx, config);
       if (config.spec.verifyConnection !== false) {
+        const { transport, failure } = await checkTransport(resolved);
+        const tls = tlsCondition(resolved.settings, transport, failure);
+        const tlsBefore = config.status?.conditions?.find((c) => c.type === tls.type);
+        if (tls.reason === 'ServerDeclinedTLS' && tlsBefore?.reason !== tls.reason) this.ctx.events.record(config, 'Warning', tls.reason, tls.message);
+        status = withCondition(this.ctx, config, status, tls);
+        if (failure) throw new NotReady(failure.reason, failure.message);
         const info = await resolved.admin.serverInfo();
         status.serverVersion = info.version;
         if (!info.canCreateRoles) {

@@ -642,6 +642,7 @@ export class DatabaseCredentialReconciler {
       port: s.port,
       database: s.database,
       sslmode: s.sslmode as Parameters<typeof buildSecretData>[0]['sslmode'],
+      ca: s.ca,
       username,
       password,
       expiresAt,

@@ -12,7 +12,24 @@ export type SslMode = (typeof SSL_MODES)[number];
 
 const DEFAULT_PORT = 5432;
 const DEFAULT_DATABASE = 'postgres';
-const DEFAULT_SSL_MODE: SslMode = 'prefer'; // libpq's and pgjdbc's default
+
+/**
+ * The sslmode when the URL names none: libpq's and pgjdbc's default, prefer (TLS when the server offers it), or
+ * verify-full when the config gives a CA (caSecretRef): a CA is given to have the server verified.
+ */
+export function defaultSslMode(caConfigured: boolean): SslMode {
+  return caConfigured ? 'verify-full' : 'prefer';
+}
+
+/**
+ * The Secret keys that carry the server's CA for clients, present when the config has a CA and sslmode is not
+ * disable. Spring Cloud Bindings and Quarkus read the key sslrootcert as the name of the binding's file holding
+ * the CA and add sslrootcert=<binding directory>/<that name> to the JDBC URL they build; root.crt is libpq's and
+ * pgjdbc's default file name (~/.postgresql/root.crt), and the key kube-service-bindings gives to node-postgres
+ * as ssl.ca. The spec's well-known "certificates" entry is the client's own chain for mTLS, not a CA.
+ */
+export const CA_KEY = 'root.crt';
+export const SSL_ROOT_CERT_KEY = 'sslrootcert';
 
 /** Where issued credentials connect: taken from the config's connectionURL. */
 export interface ConnectionTarget {
@@ -20,14 +37,14 @@ export interface ConnectionTarget {
   port: number;
   database: string;
   sslmode: SslMode;
-  /** Other query parameters of the URL (application_name, connect_timeout, …); not copied into Secrets. */
-  params: Record<string, string>;
 }
 
-export interface SecretDataInput extends Omit<ConnectionTarget, 'params'> {
+export interface SecretDataInput extends ConnectionTarget {
   username: string;
   password: string;
   expiresAt: Date;
+  /** The config's CA (PEM), carried for clients under CA_KEY. */
+  ca?: string;
   /** DatabaseCredential.spec.secretTemplate.data: extra keys whose values may use {{uri}}, {{password}}, … */
   template?: Record<string, string>;
 }
@@ -43,7 +60,7 @@ export class ConnectionURLError extends Error {
 
 /**
  * The Secret's data: type, provider, host, port, database, username, password, sslmode, uri, jdbc-url,
- * expires-at, plus the rendered template keys. A template key may not replace one of these (the binding's
+ * expires-at, with a CA also sslrootcert and root.crt (CA_KEY), plus the rendered template keys. A template key may not replace one of these (the binding's
  * consumers rely on them) and must be a valid Secret key; violations throw a SecretTemplateError.
  */
 export function buildSecretData(input: SecretDataInput): Record<string, string> {
@@ -60,6 +77,10 @@ export function buildSecretData(input: SecretDataInput): Record<string, string> 
     'jdbc-url': jdbcURL(input),
     'expires-at': toRFC3339(input.expiresAt),
   };
+  if (input.ca !== undefined && input.sslmode !== 'disable') {
+    data[SSL_ROOT_CERT_KEY] = CA_KEY;
+    data[CA_KEY] = input.ca;
+  }
   for (const [key, template] of Object.entries(input.template ?? {})) {
     checkTemplateKey(key, data);
     data[key] = renderTemplateValue(key, template, data);
@@ -110,15 +131,54 @@ function postgresURI(target: SecretDataInput): string {
  * jdbc:postgresql://host:port/db?sslmode=…, without credentials: Spring Cloud Bindings and Quarkus take the
  * username and password from their own keys, and applications and pools (HikariCP) log JDBC URLs.
  */
-function jdbcURL(target: Omit<ConnectionTarget, 'params'>): string {
+function jdbcURL(target: ConnectionTarget): string {
   return `jdbc:postgresql://${hostForURL(target.host)}:${target.port}/${encodeURIComponent(target.database)}?sslmode=${target.sslmode}`;
+}
+
+/** Query parameters of a connectionURL: only sslmode is accepted; the others are refused with these reasons. */
+const REFUSED_PARAMETERS: ReadonlyMap<string, string> = new Map([
+  ...['password', 'sslpassword'].map((p): [string, string] => [p, 'is a password: the password comes from rootCredentialsSecretRef (write {{password}} in the URL)']),
+  ...['sslrootcert', 'sslcert', 'sslkey', 'sslcrl', 'sslcrldir', 'passfile', 'service', 'servicefile'].map((p): [string, string] => [
+    p,
+    "names a file on the operator's machine, which the operator never reads: give the server's CA with caSecretRef (client certificates are not supported)",
+  ]),
+  ...['host', 'hostaddr', 'port', 'dbname', 'user'].map((p): [string, string] => [p, 'would override the URL itself: write it in the URL (postgresql://{{username}}:{{password}}@host:port/database)']),
+  ['require_auth', 'is spec.allowedAuthenticationMethods'],
+]);
+
+/** libpq's connection keywords (and pg's own): their names are shown in errors; any other name may be a typed secret. */
+const KNOWN_PARAMETERS = new Set([
+  'application_name', 'fallback_application_name', 'connect_timeout', 'client_encoding', 'options', 'keepalives',
+  'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout', 'replication', 'gssencmode',
+  'sslnegotiation', 'sslcompression', 'sslcertmode', 'sslsni', 'requirepeer', 'ssl_min_protocol_version',
+  'ssl_max_protocol_version', 'krbsrvname', 'gsslib', 'gssdelegation', 'target_session_attrs', 'load_balance_hosts',
+  'channel_binding', 'ssl', 'uselibpqcompat', 'statement_timeout', 'query_timeout', 'lock_timeout',
+  'idle_in_transaction_session_timeout',
+]);
+
+/** Checks the query parameters against the allow-list (sslmode only) and returns sslmode if given. */
+function sslmodeParameter(params: URLSearchParams): string | undefined {
+  const seen = new Set<string>();
+  for (const key of params.keys()) {
+    const refused = REFUSED_PARAMETERS.get(key);
+    if (refused !== undefined) throw new ConnectionURLError(`connectionURL must not have the parameter ${key}: it ${refused}`);
+    if (key !== 'sslmode') {
+      const name = KNOWN_PARAMETERS.has(key) ? `the parameter ${key}` : 'an unknown query parameter (its name is not shown: it may be a secret)';
+      throw new ConnectionURLError(`connectionURL has ${name}; the only parameter accepted is sslmode (the CA: caSecretRef; authentication: allowedAuthenticationMethods)`);
+    }
+    if (seen.has(key)) throw new ConnectionURLError('connectionURL has sslmode twice');
+    seen.add(key);
+  }
+  return params.get('sslmode') ?? undefined;
 }
 
 /**
  * Parses the config's connectionURL (postgres:// or postgresql://). The password, if any, must be the
  * {{password}} placeholder: a literal password in a spec would be readable by everyone who can read the config.
+ * The only query parameter is sslmode (default: defaultSslMode); a parameter that could carry a secret, make the
+ * operator read a local file or override the URL is refused, like any other.
  */
-export function parseConnectionURL(connectionURL: string): ConnectionTarget {
+export function parseConnectionURL(connectionURL: string, caConfigured = false): ConnectionTarget {
   let url: URL;
   try {
     url = new URL(connectionURL);
@@ -134,8 +194,7 @@ export function parseConnectionURL(connectionURL: string): ConnectionTarget {
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (host === '') throw new ConnectionURLError('connectionURL has no host');
 
-  const params = Object.fromEntries(url.searchParams);
-  const { sslmode = DEFAULT_SSL_MODE, ...otherParams } = params;
+  const sslmode = sslmodeParameter(url.searchParams) ?? defaultSslMode(caConfigured);
   if (!(SSL_MODES as readonly string[]).includes(sslmode)) {
     throw new ConnectionURLError(`connectionURL has sslmode=${sslmode}; use one of ${SSL_MODES.join(', ')}`);
   }
@@ -144,7 +203,6 @@ export function parseConnectionURL(connectionURL: string): ConnectionTarget {
     port: parsePort(url.port),
     database: decodeURLPart(url.pathname.replace(/^\//, ''), 'database') || DEFAULT_DATABASE,
     sslmode: sslmode as SslMode,
-    params: otherParams,
   };
 }
 

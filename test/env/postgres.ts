@@ -1,11 +1,13 @@
 // A throwaway PostgreSQL server on a free loopback port. TCP logins use scram-sha-256, so a wrong password
-// really fails. Tests own their instance: they can stop and restart it without touching anything else.
+// really fails. It serves TLS too (a CA made at init; plaintext logins still work), so sslmode means something.
+// Tests own their instance: they can stop and restart it without touching anything else.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import { ManagedProcess, freePort, runCommand, waitFor } from './processes.js';
+import { CertificateAuthority, type ServerCertificate } from './tls.js';
 
 export interface PostgresConnection {
   host: string;
@@ -51,6 +53,16 @@ function allowTraversal(dir: string): void {
   }
 }
 
+export interface PostgresServerOptions {
+  /**
+   * TLS (default on): the server certificate is signed by ca (default: a CA made at init) for subjectAltNames
+   * (default IP:127.0.0.1 and DNS:localhost). false: no TLS at all (ssl=off).
+   */
+  tls?: false | { ca?: CertificateAuthority; subjectAltNames?: readonly string[] };
+  /** The pg_hba method of TCP logins (default scram-sha-256); password asks clients for the cleartext password. */
+  hostAuthMethod?: 'scram-sha-256' | 'md5' | 'password';
+}
+
 export class PostgresServer {
   readonly superuser = 'postgres';
   readonly password = randomBytes(18).toString('base64url');
@@ -60,11 +72,15 @@ export class PostgresServer {
   private readonly dataDir: string;
   private readonly socketDir: string;
   private readonly identity = serverIdentity();
+  /** The CA that signed the server certificate (undefined without TLS). */
+  ca: CertificateAuthority | undefined;
+  private serverCertificate: ServerCertificate | undefined;
 
   /** settings: extra server settings (postgres -c name=value), e.g. to load an extension for one test. */
   constructor(
     private readonly baseDir: string,
     private readonly settings: Readonly<Record<string, string>> = {},
+    private readonly options: PostgresServerOptions = {},
   ) {
     this.dataDir = path.join(baseDir, 'data');
     this.socketDir = path.join(baseDir, 'socket');
@@ -72,6 +88,12 @@ export class PostgresServer {
 
   get connection(): PostgresConnection {
     return { host: '127.0.0.1', port: this.port, user: this.superuser, password: this.password, database: this.database };
+  }
+
+  /** The PEM of the CA that signed the server certificate: what a client given caSecretRef trusts. */
+  get caPem(): string {
+    if (!this.ca) throw new Error('this PostgreSQL server runs without TLS');
+    return this.ca.certPem;
   }
 
   get logFile(): string {
@@ -95,14 +117,34 @@ export class PostgresServer {
       { ...this.identity, cwd: this.baseDir },
     );
     // Only loopback TCP with scram; the socket in our private directory stays trusted for the test harness.
+    // "host" lines match TLS and plaintext connections alike.
+    const method = this.options.hostAuthMethod ?? 'scram-sha-256';
     writeFileSync(
       path.join(this.dataDir, 'pg_hba.conf'),
-      ['local all all trust', 'host all all 127.0.0.1/32 scram-sha-256', 'host all all ::1/128 scram-sha-256', ''].join('\n'),
+      ['local all all trust', `host all all 127.0.0.1/32 ${method}`, `host all all ::1/128 ${method}`, ''].join('\n'),
     );
     if (this.identity.uid !== undefined && this.identity.gid !== undefined) {
       chownSync(path.join(this.dataDir, 'pg_hba.conf'), this.identity.uid, this.identity.gid);
     }
+    if (this.options.tls !== false) await this.makeServerCertificate(this.options.tls ?? {});
     this.port = await freePort();
+  }
+
+  private async makeServerCertificate(tls: { ca?: CertificateAuthority; subjectAltNames?: readonly string[] }): Promise<void> {
+    this.ca = tls.ca ?? (await CertificateAuthority.create(path.join(this.baseDir, 'ca')));
+    const dir = path.join(this.baseDir, 'tls');
+    const cert = await this.ca.issueServerCertificate(dir, tls.subjectAltNames ?? ['IP:127.0.0.1', 'DNS:localhost']);
+    // PostgreSQL refuses a key that others may read; it runs as the postgres OS user when we are root.
+    chmodSync(cert.keyFile, 0o600);
+    if (this.identity.uid !== undefined && this.identity.gid !== undefined) {
+      for (const p of [dir, cert.certFile, cert.keyFile]) chownSync(p, this.identity.uid, this.identity.gid);
+    }
+    this.serverCertificate = cert;
+  }
+
+  private get tlsArgs(): string[] {
+    const cert = this.serverCertificate;
+    return cert ? ['-c', 'ssl=on', '-c', `ssl_cert_file=${cert.certFile}`, '-c', `ssl_key_file=${cert.keyFile}`] : ['-c', 'ssl=off'];
   }
 
   async start(): Promise<void> {
@@ -114,7 +156,7 @@ export class PostgresServer {
         '-c', `unix_socket_directories=${this.socketDir}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off',
         '-c', 'full_page_writes=off', '-c', 'max_connections=200', '-c', 'password_encryption=scram-sha-256',
         // Log every statement, as a strict audit setup would: tests check that no secret reaches this log.
-        '-c', 'log_statement=all', '-c', 'logging_collector=off',
+        '-c', 'log_statement=all', '-c', 'logging_collector=off', ...this.tlsArgs,
         ...Object.entries(this.settings).flatMap(([name, value]) => ['-c', `${name}=${value}`])],
       logFile: this.logFile,
       ...this.identity,

@@ -77,6 +77,15 @@ describe('local environment', function () {
     assert.match(res.rows[0].v, /^PostgreSQL 1[5-9]/);
   });
 
+  it('PostgreSQL serves TLS with the environment CA (host name verified), and plaintext too', async () => {
+    const sslOf = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const tls = await queryAs({ ...env.postgres.connection, host, ssl: { ca: env.postgres.caPem, rejectUnauthorized: true } } as never, sslOf);
+      assert.equal(tls.rows[0].ssl, true, host);
+    }
+    assert.equal((await queryAs(env.postgres.connection, sslOf)).rows[0].ssl, false);
+  });
+
   it('PostgreSQL can be stopped and restarted by a test', async () => {
     await env.postgres.stop();
     assert.equal(await loginError(env.postgres.connection), 'ECONNREFUSED');

@@ -53,6 +53,36 @@ describe('buildSecretData', () => {
     assert.equal(data.summary, 'v-my-role-app-db-AbC-1714521600@pg.platform.svc:5432/app until 2024-05-01T13:00:00Z (require) {"json":{"ok":1}}');
   });
 
+  const ca = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+
+  it('carries the CA under root.crt, named by sslrootcert (the Spring Cloud Bindings / Quarkus convention)', () => {
+    const data = buildSecretData({ ...input, sslmode: 'verify-full', ca });
+    assert.equal(data['root.crt'], ca);
+    assert.equal(data.sslrootcert, 'root.crt');
+    // uri and jdbc-url keep libpq's and pgjdbc's default root certificate location (~/.postgresql/root.crt).
+    assert.equal(data.uri, 'postgresql://v-my-role-app-db-AbC-1714521600:aB3-xyz@pg.platform.svc:5432/app?sslmode=verify-full');
+    assert.equal(data['jdbc-url'], 'jdbc:postgresql://pg.platform.svc:5432/app?sslmode=verify-full');
+    assert.deepEqual(Object.keys(data).sort(), ['database', 'expires-at', 'host', 'jdbc-url', 'password', 'port', 'provider', 'root.crt', 'sslmode',
+      'sslrootcert', 'type', 'uri', 'username']);
+  });
+
+  it('carries no CA without one, nor with sslmode=disable', () => {
+    assert.equal('root.crt' in buildSecretData(input), false);
+    const data = buildSecretData({ ...input, sslmode: 'disable', ca });
+    assert.equal('root.crt' in data, false);
+    assert.equal('sslrootcert' in data, false);
+  });
+
+  it('lets a template point a URI at the CA where the pod mounts it', () => {
+    const data = buildSecretData({ ...input, sslmode: 'verify-full', ca, template: { PGURI: '{{uri}}&sslrootcert=/bindings/db/root.crt' } });
+    assert.equal(data.PGURI, `${data.uri}&sslrootcert=/bindings/db/root.crt`);
+  });
+
+  it('refuses a template key that would replace the CA keys', () => {
+    assert.throws(() => buildSecretData({ ...input, ca, template: { 'root.crt': 'x' } }), /key "root.crt" is set by the operator/);
+    assert.throws(() => buildSecretData({ ...input, ca, template: { sslrootcert: '/x' } }), /key "sslrootcert" is set by the operator/);
+  });
+
   const refused: Array<[Record<string, string>, RegExp]> = [
     [{ X: '{{pass}}' }, /secretTemplate.data\["X"\] uses unknown placeholder \{\{pass\}\}; known: \{\{uri\}\}/],
     [{ X: '{{DATABASE_URL}}', DATABASE_URL: 'x' }, /unknown placeholder \{\{DATABASE_URL\}\}/],
@@ -69,21 +99,26 @@ describe('buildSecretData', () => {
 });
 
 describe('parseConnectionURL', () => {
-  it('reads host, port, database, sslmode and other parameters', () => {
+  it('reads host, port, database and sslmode', () => {
     assert.deepEqual(
-      parseConnectionURL('postgresql://{{username}}:{{password}}@pg.platform.svc:6432/app?sslmode=verify-full&application_name=dbcred'),
-      { host: 'pg.platform.svc', port: 6432, database: 'app', sslmode: 'verify-full', params: { application_name: 'dbcred' } },
+      parseConnectionURL('postgresql://{{username}}:{{password}}@pg.platform.svc:6432/app?sslmode=verify-full'),
+      { host: 'pg.platform.svc', port: 6432, database: 'app', sslmode: 'verify-full' },
     );
   });
 
-  it('applies defaults: port 5432, database postgres, sslmode prefer', () => {
+  it('applies defaults: port 5432, database postgres, sslmode prefer (libpq default)', () => {
     assert.deepEqual(parseConnectionURL('postgres://{{username}}:{{password}}@db'), {
       host: 'db',
       port: 5432,
       database: 'postgres',
       sslmode: 'prefer',
-      params: {},
     });
+  });
+
+  it('defaults to sslmode verify-full when the config has a CA, and keeps an explicit sslmode', () => {
+    assert.equal(parseConnectionURL('postgres://{{username}}:{{password}}@db', true).sslmode, 'verify-full');
+    assert.equal(parseConnectionURL('postgres://{{username}}:{{password}}@db?sslmode=require', true).sslmode, 'require');
+    assert.equal(parseConnectionURL('postgres://{{username}}:{{password}}@db?sslmode=disable', true).sslmode, 'disable');
   });
 
   it('unbrackets IPv6 and decodes the database', () => {
@@ -106,6 +141,23 @@ describe('parseConnectionURL', () => {
     ['postgresql:///app', /no host/],
     ['postgresql://db/%zz', /malformed %-escape in its database/],
     ['not a url', /not a valid URL/],
+    // Query parameters: sslmode only (issue 8, finding 9).
+    ['postgresql://{{username}}:{{password}}@db/app?password=hunter2', /must not have the parameter password: it is a password/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslmode=require&password=hunter2', /must not have the parameter password/],
+    ['postgresql://{{username}}:{{password}}@db/app?pass%77ord=hunter2', /must not have the parameter password/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslpassword=hunter2', /must not have the parameter sslpassword: it is a password/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslrootcert=/etc/ssl/ca.pem', /parameter sslrootcert: it names a file on the operator's machine.*caSecretRef/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslkey=/var/run/secrets/kubernetes.io/serviceaccount/token', /parameter sslkey: it names a file/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslcert=/x', /parameter sslcert: it names a file/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslcrl=/x', /parameter sslcrl: it names a file/],
+    ['postgresql://{{username}}:{{password}}@db/app?passfile=/root/.pgpass', /parameter passfile: it names a file/],
+    ['postgresql://{{username}}:{{password}}@db/app?service=prod', /parameter service: it names a file/],
+    ['postgresql://{{username}}:{{password}}@db/app?host=evil.example', /parameter host: it would override the URL itself/],
+    ['postgresql://{{username}}:{{password}}@db/app?user=postgres', /parameter user: it would override the URL itself/],
+    ['postgresql://{{username}}:{{password}}@db/app?require_auth=password', /require_auth: it is spec.allowedAuthenticationMethods/],
+    ['postgresql://{{username}}:{{password}}@db/app?application_name=x', /has the parameter application_name; the only parameter accepted is sslmode/],
+    ['postgresql://{{username}}:{{password}}@db/app?hunter2', /an unknown query parameter \(its name is not shown/],
+    ['postgresql://{{username}}:{{password}}@db/app?sslmode=disable&sslmode=verify-full', /sslmode twice/],
   ];
   for (const [url, message] of refused) {
     it(`refuses ${url}`, () => {
