@@ -20,11 +20,20 @@ import { NotReady, keyOf, readyFalse, resolveConfig, splitKey, withCondition, wr
 const REVERIFY_MS = 5 * 60_000;
 const RETRY_UNREACHABLE_MS = 15_000;
 
+/**
+ * On the root Secret: when its password was last rotated, and the dbcred.dev/rotate-root value that rotation
+ * answered. Read live with the Secret, so a reconcile that runs on a cached config whose status does not show the
+ * rotation yet (the root Secret's own change enqueues one at once) does not rotate a second time.
+ */
+const ROOT_ROTATED_AT_ANNOTATION = 'dbcred.dev/root-rotated-at';
+const ROOT_ROTATE_REQUEST_ANNOTATION = 'dbcred.dev/root-rotate-request';
+
 /** A copy of a user's Secret with some keys set and some removed; everything else (metadata) kept as it was. */
-function withData(secret: k8s.V1Secret, set: Record<string, string>, remove: string[] = []): k8s.V1Secret {
+function withData(secret: k8s.V1Secret, set: Record<string, string>, remove: string[] = [], annotations?: Record<string, string>): k8s.V1Secret {
   const data = { ...(secret.data ?? {}), ...encodeData(set) };
   for (const k of remove) delete data[k];
-  return { ...secret, data };
+  if (!annotations) return { ...secret, data };
+  return { ...secret, metadata: { ...secret.metadata, annotations: { ...(secret.metadata?.annotations ?? {}), ...annotations } }, data };
 }
 
 function reasonFor(err: RoleAdminError): { reason: string; retryMs: number } {
@@ -175,6 +184,12 @@ export class DatabaseConfigReconciler {
     const secret = await this.ctx.client.getSecret(namespace, ref.name);
     if (!secret) throw new NotReady('SecretNotFound', `root credentials Secret ${namespace}/${ref.name} not found`);
     const pending = decodeKey(secret, pendingKey);
+    const recorded = secret.metadata?.annotations ?? {};
+    status = {
+      ...status,
+      lastRootRotationTime: recorded[ROOT_ROTATED_AT_ANNOTATION] ?? status.lastRootRotationTime,
+      rootRotateRequest: recorded[ROOT_ROTATE_REQUEST_ANNOTATION] ?? status.rootRotateRequest,
+    };
     const due =
       pending !== undefined ||
       (request !== undefined && request !== status.rootRotateRequest) ||
@@ -187,7 +202,8 @@ export class DatabaseConfigReconciler {
       current = await this.ctx.client.replaceSecret(namespace, withData(secret, { [pendingKey]: password }));
     }
     await resolved.admin.setPassword(resolved.settings.user, resolved.scram ? await scramSha256Verifier(password) : password);
-    await this.ctx.client.replaceSecret(namespace, withData(current, { [passKey]: password }, [pendingKey]));
+    const answered = { [ROOT_ROTATED_AT_ANNOTATION]: toRFC3339(now), ...(request !== undefined ? { [ROOT_ROTATE_REQUEST_ANNOTATION]: request } : {}) };
+    await this.ctx.client.replaceSecret(namespace, withData(current, { [passKey]: password }, [pendingKey], answered));
     // New checkouts connect with the new password at once; what is in flight on the old pool finishes there.
     this.ctx.pools.get(resolved.key, { ...resolved.settings, password });
     this.ctx.events.record(config, 'Normal', 'RootRotated', `rotated the password of "${resolved.settings.user}"`);
