@@ -218,8 +218,11 @@ export class DatabaseRoleReconciler {
       status = withCondition(this.ctx, role, status, { type: 'Ready', status: 'True', reason: 'Checked', message });
     } catch (err) {
       let reason: string;
-      if (err instanceof NotReady) reason = err.reason;
-      else if (err instanceof RoleAdminError) {
+      if (err instanceof NotReady) {
+        reason = err.reason;
+        // The user may be fixed in PostgreSQL, where no event tells us: look again now and then.
+        if (reason.startsWith('StaticUser')) requeueAfter = 60_000;
+      } else if (err instanceof RoleAdminError) {
         const field = err instanceof DryRunError ? (err.field as StatementField) : 'creationStatements';
         reason = err.kind === 'transient' ? 'ConfigUnreachable' : (DRY_RUN_REASONS[field] ?? 'StatementsFailed');
         requeueAfter = 30_000;
