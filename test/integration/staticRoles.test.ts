@@ -216,4 +216,9 @@ describe('static roles take over only what they may (issue 8)', function () {
     assert.equal(await loginError(as(bystander, 'pwned')), '28P01');
     await waitFor('the operator to stay up', async () => operator.exitCode === null, { timeoutMs: 1000 });
   });
+
+  it('refuses at admission a static username longer than 63 bytes or with a NUL', async () => {
+    await assert.rejects(apply(env, ns, [staticRole('too-long', 'é'.repeat(40))]), /static.username must be at most 63 bytes/);
+    await assert.rejects(apply(env, ns, [staticRole('nul', 'a\0b')]), /spec\.static\.username in body should match '\^\[\^\\x00\]\+\$'/);
+  });
 });
