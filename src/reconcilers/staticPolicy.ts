@@ -48,11 +48,13 @@ export function staticUserRefusal(username: string, facts: StaticUserFacts | und
   if (!facts) return { reason: 'StaticUserNotFound', message: `PostgreSQL user "${username}" does not exist (a static role manages an existing user)` };
   const adminNames = new Set([...admins, ...facts.connectedAs]);
   const everyRole = [facts.user, ...facts.reachable];
+  // These two messages do not repeat the name: a role's message reaches the namespaces that use it, and which
+  // user is the admin is the platform's business.
   if (adminNames.has(username)) {
-    return { reason: 'StaticUserIsAdmin', message: `PostgreSQL user "${username}" is the admin this DatabaseConfig connects as; a static role cannot manage it` };
+    return { reason: 'StaticUserIsAdmin', message: 'the static user is the admin this DatabaseConfig connects as; a static role cannot manage it' };
   }
   if (facts.reachable.some((r) => adminNames.has(r.name))) {
-    return { reason: 'StaticUserIsAdmin', message: `PostgreSQL user "${username}" is a member of the admin role this DatabaseConfig connects as; a static role cannot manage it` };
+    return { reason: 'StaticUserIsAdmin', message: 'the static user is a member of the admin role this DatabaseConfig connects as; a static role cannot manage it' };
   }
   if (facts.user.comment?.startsWith(OPERATOR_MARKER_PREFIX)) {
     return { reason: 'StaticUserIsDynamic', message: `PostgreSQL user "${username}" was issued by the operator for a DatabaseCredential; a static role cannot manage it` };

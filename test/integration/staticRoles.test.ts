@@ -55,6 +55,7 @@ describe('static roles take over only what they may (issue 8)', function () {
     await apply(env, ns, [staticRole('takeover-admin', env.postgres.superuser), credentialObject('from-admin', { roleRef: { name: 'takeover-admin' } })]);
     const message = await refused('takeover-admin', 'StaticUserIsAdmin');
     assert.match(message, /is the admin this DatabaseConfig connects as/);
+    assert.ok(!message.includes(`"${env.postgres.superuser}"`), 'the message does not say who the admin is');
     const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'from-admin', 'Ready', 'False', 'RoleNotReady');
     assert.equal(cred.status?.username, undefined);
     assert.equal(await readSecretData(env, ns, 'from-admin'), undefined, 'no tenant Secret with the admin password');

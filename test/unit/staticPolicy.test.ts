@@ -47,6 +47,11 @@ describe('staticUserRefusal', () => {
     });
   }
 
+  it('does not say who the admin is (the message reaches the namespaces using the role)', () => {
+    assert.doesNotMatch(refusal(facts(), none, ['app'])?.message ?? '', /"app"/);
+    assert.doesNotMatch(refusal(facts({}, [plainRole('admin')]))?.message ?? '', /"admin"|"app"/);
+  });
+
   it('the admin and superusers stay refused whatever the config allows', () => {
     const all = allowanceOf({ plugin: 'postgresql', connectionURL: '', rootCredentialsSecretRef: { name: 'r' }, staticRoles: { allowedAttributes: ['CREATEROLE', 'REPLICATION', 'BYPASSRLS'], allowedPredefinedRoles: ['pg_monitor'] } });
     assert.equal(refusal(facts(), all, ['app'])?.reason, 'StaticUserIsAdmin');
