@@ -128,6 +128,14 @@ async function main(): Promise<void> {
   informers.roles.on((obj, event, old) => {
     const key = objectKey(obj);
     if (event !== 'MODIFIED' || !onlyStatusChanged(old, obj)) roleCtl.enqueue(key);
+    // Static roles on one user: the oldest manages it, so a new, changed or deleted one may change who that is.
+    const staticUsers = new Set<string | undefined>([obj.spec.static?.username, old?.spec.static?.username]);
+    staticUsers.delete(undefined);
+    if (staticUsers.size && event !== 'RESYNC' && (event !== 'MODIFIED' || !onlyStatusChanged(old, obj))) {
+      for (const other of informers.roles.list()) {
+        if (objectKey(other) !== key && staticUsers.has(other.spec.static?.username)) roleCtl.enqueue(objectKey(other));
+      }
+    }
     if (event === 'RESYNC' || !changedForDependents(old, obj)) return;
     for (const c of credentialsOfRole(key)) credCtl.enqueue(objectKey(c));
   });

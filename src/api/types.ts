@@ -61,6 +61,9 @@ export interface LocalSecretKeyRef {
   passwordKey?: string;
 }
 
+/** Role attributes a platform may allow the users of static roles to have (SUPERUSER never). */
+export type StaticRoleAttribute = 'CREATEROLE' | 'REPLICATION' | 'BYPASSRLS';
+
 export interface DatabaseConfigSpec {
   plugin: 'postgresql';
   connectionURL: string;
@@ -75,6 +78,12 @@ export interface DatabaseConfigSpec {
   allowedAuthenticationMethods?: Array<'scram-sha-256' | 'md5' | 'password'>;
   rootRotation?: { period?: string };
   caSecretRef?: { name: string; key?: string };
+  /**
+   * What the users of static DatabaseRoles on this config may have beyond an ordinary login. Refused by default:
+   * CREATEROLE, REPLICATION, BYPASSRLS and membership (direct or inherited) in any predefined pg_* role. The admin,
+   * members of the admin role, superusers and roles the operator issued are always refused.
+   */
+  staticRoles?: { allowedAttributes?: StaticRoleAttribute[]; allowedPredefinedRoles?: string[] };
 }
 
 export interface DatabaseConfigStatus extends CommonStatus {

@@ -76,6 +76,80 @@ export interface ServerInfo {
   loudSettings: LoudSetting[];
 }
 
+/** A PostgreSQL role's attributes that matter when the operator is asked to take over its password. */
+export interface RoleAttributes {
+  name: string;
+  superuser: boolean;
+  createRole: boolean;
+  replication: boolean;
+  bypassRLS: boolean;
+  /** A role PostgreSQL itself defines (pg_monitor, pg_signal_backend, ...; OID below FirstNormalObjectId). */
+  predefined: boolean;
+  /** The roles it is a direct member of. */
+  memberOf: string[];
+}
+
+/** What a static role's checks need to know about its user, read in one query. */
+export interface StaticUserFacts {
+  user: RoleAttributes & { comment: string | null };
+  /** Every role the user is a member of, directly or through other roles (SET ROLE reaches them all). */
+  reachable: RoleAttributes[];
+  /** current_user and session_user of the connection. */
+  connectedAs: string[];
+}
+
+/** $1: the user. One row for it and one for every role it reaches through pg_auth_members (none when it does not exist). */
+const STATIC_USER_FACTS_QUERY = `
+WITH RECURSIVE reach(oid) AS (
+  SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles t ON t.oid = m.member WHERE t.rolname = $1
+  UNION
+  SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN reach ON m.member = reach.oid
+)
+SELECT r.rolname AS name, r.rolsuper AS superuser, r.rolcreaterole AS create_role, r.rolreplication AS replication,
+       r.rolbypassrls AS bypass_rls, r.oid < 16384 AS predefined, r.rolname = $1 AS is_user,
+       pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment,
+       ARRAY(SELECT g.rolname FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+              WHERE m.member = r.oid ORDER BY 1)::text[] AS member_of,
+       current_user::text AS current_user_name, session_user::text AS session_user_name
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = $1 OR r.oid IN (SELECT oid FROM reach)`;
+
+interface StaticUserFactsRow {
+  name: string;
+  superuser: boolean;
+  create_role: boolean;
+  replication: boolean;
+  bypass_rls: boolean;
+  predefined: boolean;
+  is_user: boolean;
+  comment: string | null;
+  member_of: string[];
+  current_user_name: string;
+  session_user_name: string;
+}
+
+function staticUserFacts(rows: readonly StaticUserFactsRow[]): StaticUserFacts | undefined {
+  const attributes = (r: StaticUserFactsRow): RoleAttributes => ({
+    name: r.name,
+    superuser: r.superuser,
+    createRole: r.create_role,
+    replication: r.replication,
+    bypassRLS: r.bypass_rls,
+    predefined: r.predefined,
+    memberOf: r.member_of,
+  });
+  const user = rows.find((r) => r.is_user);
+  if (!user) return undefined;
+  return {
+    user: { ...attributes(user), comment: user.comment },
+    reachable: rows.filter((r) => !r.is_user).map(attributes),
+    connectedAs: [...new Set([user.current_user_name, user.session_user_name])],
+  };
+}
+
+/** Checks the user just before its password changes (same transaction); throws to refuse, and nothing changes. */
+export type PasswordGuard = (facts: StaticUserFacts | undefined) => void;
+
 export interface MarkedRole {
   username: string;
   marker: RoleMarker;
@@ -235,17 +309,41 @@ export class RoleAdmin {
     }
   }
 
-  /** Sets a role's password in place (static roles, root rotation); passwordForSQL may be a SCRAM verifier. */
-  async setPassword(username: string, passwordForSQL: string, rotationStatements?: string[]): Promise<void> {
+  /**
+   * Sets a role's password in place (static roles, root rotation); passwordForSQL may be a SCRAM verifier. A guard
+   * (static roles) sees the user's facts read in the same transaction, just before the statements, and may throw
+   * to refuse: its error comes back as it is, and nothing changed.
+   */
+  async setPassword(username: string, passwordForSQL: string, rotationStatements?: string[], guard?: PasswordGuard): Promise<void> {
     const statements = rotationStatements?.length ? rotationStatements : defaultRotationStatements;
     const sql = renderStatements(statements, { name: username, password: passwordForSQL });
+    let refused: unknown;
     try {
       // No DDL lock: a password change does not collide with GRANTs, and root rotation must not wait behind issues.
       await inTransaction(this.pool, async (client) => {
+        if (guard) {
+          const facts = staticUserFacts((await client.query<StaticUserFactsRow>(STATIC_USER_FACTS_QUERY, [username])).rows);
+          try {
+            guard(facts);
+          } catch (err) {
+            refused = err;
+            throw err;
+          }
+        }
         for (const statement of sql) await client.query(statement);
       }, { ddlLock: false });
     } catch (err) {
+      if (refused !== undefined) throw refused;
       throw wrap(err, 'setting password', [passwordForSQL]);
+    }
+  }
+
+  /** The user's attributes, comment and memberships; undefined when it does not exist. */
+  async staticUserFacts(username: string): Promise<StaticUserFacts | undefined> {
+    try {
+      return staticUserFacts((await query<StaticUserFactsRow>(this.pool, STATIC_USER_FACTS_QUERY, [username])).rows);
+    } catch (err) {
+      throw wrap(err, 'looking up role');
     }
   }
 

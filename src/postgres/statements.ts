@@ -204,8 +204,8 @@ function renderBare(name: StatementPlaceholder, value: string): string {
   return name === 'name' ? quoteIdentifier(value) : quoteLiteral(value);
 }
 
-function placeholderNames(text: string): StatementPlaceholder[] {
-  return splitPlaceholders(text).flatMap((part) => (part.kind === 'placeholder' ? [placeholderName(part.expression)] : []));
+function hasPlaceholders(text: string): boolean {
+  return splitPlaceholders(text).some((part) => part.kind === 'placeholder');
 }
 
 function fillPlaceholders(text: string, fill: (name: StatementPlaceholder) => string): string {
@@ -214,49 +214,124 @@ function fillPlaceholders(text: string, fill: (name: StatementPlaceholder) => st
     .join('');
 }
 
-// Comments are copied untouched: rendering a placeholder there gains nothing and would put a password into the
-// server log. A dollar-quoted body (DO, CREATE FUNCTION) is itself SQL-like and is rendered recursively.
-function renderSql(sql: string, values: StatementValues): string {
-  return scanSql(sql)
-    .map((segment) => {
-      const { context, open, close } = segment;
+/** A placeholder's value, escaped by the caller for where it stands; renderers ask for it only where it is used. */
+type ValueOf = (name: StatementPlaceholder) => string;
+
+type SingleQuotedContext = 'single' | 'escape-single' | 'unicode-single';
+const isSingleQuoted = (context: Context): context is SingleQuotedContext =>
+  context === 'single' || context === 'escape-single' || context === 'unicode-single';
+
+// PL/pgSQL's EXECUTE runs its string as SQL. (E'…' and U&'…' leave their prefix letter in the code before them.)
+const EXECUTE_BEFORE = /\bEXECUTE\s*(?:[eE]|[uU]&)?$/i;
+
+/** Whether the quoted string at index i is the argument of EXECUTE (only comments between). */
+function isExecuted(segments: readonly SqlSegment[], i: number): boolean {
+  for (let j = i - 1; j >= 0; j--) {
+    const segment = segments[j];
+    if (segment?.context === 'comment' || (segment?.context === 'code' && segment.body.trim() === '')) continue;
+    return segment?.context === 'code' && EXECUTE_BEFORE.test(segment.body);
+  }
+  return false;
+}
+
+function firstPlaceholder(text: string): string {
+  const part = splitPlaceholders(text).find((p) => p.kind === 'placeholder');
+  return part?.kind === 'placeholder' ? `{{${part.expression}}}` : 'a placeholder';
+}
+
+/**
+ * The body of a '…' string with placeholders. A plain value (PASSWORD '{{password}}', VALID UNTIL '{{expiration}}',
+ * a comment's text) gets its placeholders escaped as literal text, as everywhere. A string that is itself SQL —
+ * the argument of EXECUTE, or text that holds quoting of its own ('ALTER ROLE "{{name}}" PASSWORD ''{{password}}''')
+ * — is SQL twice over: its text (quotes un-doubled) is rendered as SQL, so each placeholder is escaped for the
+ * quotes it stands in inside, and the result is escaped again for the string around it. Where that cannot be done
+ * reliably (unbalanced quotes inside; E'…' or U&'…' holding quoted SQL) the template is refused.
+ */
+function renderQuotedString(context: SingleQuotedContext, body: string, executed: boolean, valueOf: ValueOf): string {
+  const escape = ESCAPE_INSIDE[context];
+  if (!hasPlaceholders(body)) return body;
+  if (context !== 'single') {
+    if (executed || /['"$]|--|\/\*/.test(body)) {
+      throw new StatementTemplateError(
+        `${firstPlaceholder(body)} stands in an ${context === 'escape-single' ? "E'…'" : "U&'…'"} string that holds SQL; ` +
+          "write that string as '…' (or build the statement with format('%I', …) / format('%L', …)) so that the value can be quoted for the SQL inside",
+      );
+    }
+    return fillPlaceholders(body, (name) => escape(valueOf(name)));
+  }
+  const text = body.replaceAll("''", "'");
+  let inner: SqlSegment[] | undefined;
+  try {
+    inner = scanSql(text);
+  } catch {
+    inner = undefined;
+  }
+  const holdsSql = executed || inner === undefined || inner.some((segment) => segment.context !== 'code');
+  if (!holdsSql) return fillPlaceholders(body, (name) => escape(valueOf(name)));
+  if (inner === undefined) {
+    throw new StatementTemplateError(
+      `${firstPlaceholder(body)} stands in a '…' string whose text, read as SQL, has an unterminated quote or comment; ` +
+        'its escaping would be wrong if the string is executed: balance the quotes inside it, or build the statement with ' +
+        "format('%I', …) / format('%L', …)",
+    );
+  }
+  return escape(renderSegments(inner, valueOf));
+}
+
+function renderSegments(segments: readonly SqlSegment[], valueOf: ValueOf): string {
+  return segments
+    .map((segment, i) => {
+      const { context, open, body, close } = segment;
       switch (context) {
         case 'comment':
-          return segment.body;
+          return body;
         case 'code':
-          return fillPlaceholders(segment.body, (name) => renderBare(name, placeholderValue(name, values)));
+          return fillPlaceholders(body, (name) => renderBare(name, valueOf(name)));
         case 'dollar': {
-          const body = renderSql(segment.body, values);
-          if (body.includes(close)) throw new StatementTemplateError(`a value would end the dollar-quoted string ${close}`);
-          return open + body + close;
+          const rendered = renderSql(body, valueOf);
+          if (rendered.includes(close)) throw new StatementTemplateError(`a value would end the dollar-quoted string ${close}`);
+          return open + rendered + close;
         }
         default:
-          return open + fillPlaceholders(segment.body, (name) => ESCAPE_INSIDE[context](placeholderValue(name, values))) + close;
+          if (isSingleQuoted(context)) return open + renderQuotedString(context, body, isExecuted(segments, i), valueOf) + close;
+          return open + fillPlaceholders(body, (name) => ESCAPE_INSIDE[context](valueOf(name))) + close;
       }
     })
     .join('');
 }
 
-/**
- * Fills {{name}} (alias {{username}}), {{password}} and {{expiration}}, each escaped for where it stands: inside
- * "…" as identifier text, inside '…' as literal text, bare as a quoted identifier (name) or literal (others).
- * Each string is kept whole (it may hold several statements; the simple query protocol runs them).
- * Throws a StatementTemplateError for an unknown placeholder, a missing value or unterminated quoting.
- */
-export function renderStatements(statements: readonly string[], values: StatementValues): string[] {
-  return statements.map((statement) => renderSql(statement, values));
+// Comments are copied untouched: rendering a placeholder there gains nothing and would put a password into the
+// server log. A dollar-quoted body (DO, CREATE FUNCTION) is itself SQL-like and is rendered recursively, and so is
+// a '…' string that holds SQL (see renderQuotedString).
+function renderSql(sql: string, valueOf: ValueOf): string {
+  return renderSegments(scanSql(sql), valueOf);
 }
 
-/** The placeholders the statements use outside comments (aliases folded); throws on an unknown one. */
+/**
+ * Fills {{name}} (alias {{username}}), {{password}} and {{expiration}}, each escaped for where it stands: inside
+ * "…" as identifier text, inside '…' as literal text, bare as a quoted identifier (name) or literal (others); inside
+ * a '…' string that is itself SQL (EXECUTE's argument, or text with quotes of its own), for the quotes it stands in
+ * there and then again for the string around it.
+ * Each string is kept whole (it may hold several statements; the simple query protocol runs them).
+ * Throws a StatementTemplateError for an unknown placeholder, a missing value, unterminated quoting, or nesting
+ * whose escaping cannot be made safe.
+ */
+export function renderStatements(statements: readonly string[], values: StatementValues): string[] {
+  return statements.map((statement) => renderSql(statement, (name) => placeholderValue(name, values)));
+}
+
+/**
+ * The placeholders the statements use outside comments (aliases folded); throws what rendering would throw for the
+ * template itself (unknown placeholder, bad quoting or nesting).
+ */
 export function placeholdersIn(statements: readonly string[]): Set<StatementPlaceholder> {
   const used = new Set<StatementPlaceholder>();
-  const collect = (sql: string): void => {
-    for (const segment of scanSql(sql)) {
-      if (segment.context === 'dollar') collect(segment.body);
-      else if (segment.context !== 'comment') placeholderNames(segment.body).forEach((name) => used.add(name));
-    }
-  };
-  statements.forEach(collect);
+  for (const statement of statements) {
+    renderSql(statement, (name) => {
+      used.add(name);
+      return 'x';
+    });
+  }
   return used;
 }
 

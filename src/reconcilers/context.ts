@@ -53,11 +53,8 @@ export class NotReady extends Error {
   }
 }
 
-/** Kubernetes-style glob: "*" matches any run of characters, everything else literally. */
-export function globMatch(pattern: string, value: string): boolean {
-  const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(value);
-}
+/** Kubernetes-style glob: "*" matches any run of characters, everything else literally (linear, see api/glob.ts). */
+export { globMatch } from '../api/glob.js';
 
 export interface ResolvedConfig {
   key: string;

@@ -29,7 +29,7 @@ import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
 import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
 import { SECRET_TYPE, SecretTemplateError, buildSecretData, validateSecretMetadata } from '../secrets/secretData.js';
-import { NotReady, globMatch, keyOf, readyFalse, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
+import { NotReady, keyOf, readyFalse, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import {
   activeRole,
   decide,
@@ -48,7 +48,7 @@ import {
   type LeasePolicy,
   type Target,
 } from './credentialPolicy.js';
-import { PENDING_KEY, ROTATED_AT_ANNOTATION, configForRole } from './databaserole.js';
+import { PENDING_KEY, ROTATED_AT_ANNOTATION, StaticPasswordChanged, allowsNamespace, configForRole, recordDelivery } from './databaserole.js';
 
 const DEFAULT_TTL = '1h';
 const DEFAULT_MAX_TTL = '24h';
@@ -231,6 +231,10 @@ export class DatabaseCredentialReconciler {
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
       policyTarget = { ok: false, reason: err.reason, message: err.message };
+      if (err.reason === 'NamespaceNotAllowed' && secret && secretOwned) {
+        const withdrawn = await this.withdrawStaticPassword(cred, status, secret);
+        if (withdrawn) [status, secret] = [withdrawn, undefined];
+      }
     }
     const expired = getCondition(cred.status?.conditions, 'Expired');
     const observe = (activeRoleGone = false) =>
@@ -380,6 +384,13 @@ export class DatabaseCredentialReconciler {
     // expires-at is when the password changes next; without a rotation period it does not expire.
     if (!next) delete data['expires-at'];
     const rotated = secret !== undefined && decodeKey(secret, 'password') !== password;
+    // On record before this namespace has it: if the role stops allowing the namespace, the role rotates it.
+    try {
+      await recordDelivery(this.ctx, role, role.status?.passwordSecretName ?? '', cred.metadata.namespace, password);
+    } catch (err) {
+      if (err instanceof StaticPasswordChanged) throw new Conflict(err.message);
+      throw err;
+    }
     // The dynamic logins this credential held stay valid through the grace period, then are revoked.
     status = retireAll(status, now, graceMs);
     cred = await this.commit(cred, status);
@@ -399,6 +410,21 @@ export class DatabaseCredentialReconciler {
   }
 
   /**
+   * The credential's namespace may no longer use its role. A static role's password is shared with every allowed
+   * namespace, so this one may not keep it: its Secret is deleted (the role rotates the password, because this
+   * namespace was handed it). A dynamic login is the credential's own and keeps its lease as before.
+   */
+  private async withdrawStaticPassword(cred: DatabaseCredential, status: DatabaseCredentialStatus, secret: k8s.V1Secret): Promise<DatabaseCredentialStatus | undefined> {
+    const ref = cred.spec.roleRef;
+    const role = this.ctx.informers.roles.get(keyOf(ref.namespace ?? cred.metadata.namespace, ref.name));
+    const secretUser = decodeKey(secret, 'username');
+    if (!role?.spec.static || (status.roles ?? []).some((r) => r.username === secretUser)) return undefined;
+    await this.ctx.client.deleteSecret(cred.metadata.namespace, secret.metadata?.name ?? '', secret.metadata?.uid);
+    this.ctx.events.record(cred, 'Warning', 'SecretDeleted', `the namespace may no longer use DatabaseRole ${keyOf(role.metadata.namespace, role.metadata.name)}; Secret ${secret.metadata?.name} with its shared password was deleted`);
+    return { ...status, username: undefined, issuedAt: undefined, expiresAt: undefined, secretName: undefined, binding: undefined, restartedFor: undefined };
+  }
+
+  /**
    * Everything the credential needs from its role and config, validated in full (TTLs, the Secret template and
    * its labels and annotations) so that a user error is reported before any SQL runs.
    */
@@ -408,8 +434,7 @@ export class DatabaseCredentialReconciler {
     const roleKey = keyOf(roleNamespace, ref.name);
     const role = this.ctx.informers.roles.get(roleKey);
     if (!role) throw new NotReady('RoleNotFound', `DatabaseRole ${roleKey} not found`);
-    const allowed = role.spec.allowedNamespaces?.length ? role.spec.allowedNamespaces : [roleNamespace];
-    if (!allowed.some((p) => globMatch(p, cred.metadata.namespace))) {
+    if (!allowsNamespace(role, cred.metadata.namespace)) {
       throw new NotReady('NamespaceNotAllowed', `DatabaseRole ${roleKey} does not allow namespace "${cred.metadata.namespace}" (allowedNamespaces)`);
     }
     if (!isTrue(role.status?.conditions, 'Ready') || role.status?.observedGeneration !== role.metadata.generation) {

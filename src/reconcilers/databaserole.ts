@@ -14,11 +14,64 @@ import { parseDuration, toRFC3339 } from '../api/duration.js';
 import { ROTATE_ANNOTATION } from '../api/types.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { decodeKey, isOwnedBy, writeOwnedSecret } from '../secrets/ownedSecret.js';
+import { parseConnectionURL } from '../secrets/secretData.js';
+import { allowanceOf, claimRefusal, staticUserRefusal, type StaticClaim } from './staticPolicy.js';
+import type { StaticUserFacts } from '../postgres/roleAdmin.js';
 
 /** Key of a password recorded but perhaps not yet applied in PostgreSQL (static and root rotation). */
 export const PENDING_KEY = 'password.pending';
 /** On a static role's password Secret: when the password in it was set in PostgreSQL. */
 export const ROTATED_AT_ANNOTATION = 'dbcred.dev/rotated-at';
+
+/**
+ * On a static role's password Secret: the namespaces whose credentials were handed the password in it (sorted,
+ * comma-separated). A credential records its namespace here before it writes the password anywhere; a namespace
+ * listed that the role no longer allows has seen a password it may not keep, so the role rotates it. Each rotation
+ * starts the list afresh.
+ */
+export const DELIVERED_TO_ANNOTATION = 'dbcred.dev/delivered-to';
+
+export function deliveredTo(secret: k8s.V1Secret | undefined): string[] {
+  const value = secret?.metadata?.annotations?.[DELIVERED_TO_ANNOTATION];
+  return value ? value.split(',').filter((ns) => ns !== '') : [];
+}
+
+/** Whether credentials in this namespace may use the role: allowedNamespaces, by default the role's own namespace. */
+export function allowsNamespace(role: DatabaseRole, namespace: string): boolean {
+  const allowed = role.spec.allowedNamespaces?.length ? role.spec.allowedNamespaces : [role.metadata.namespace];
+  return allowed.some((p) => globMatch(p, namespace));
+}
+
+/**
+ * Records on the role's password Secret that namespace is handed password, before it is (see
+ * DELIVERED_TO_ANNOTATION). Written at the resourceVersion read, with the password checked: a rotation meanwhile
+ * fails it with a conflict, and the caller runs again with the new password.
+ */
+export async function recordDelivery(ctx: OperatorContext, role: DatabaseRole, secretName: string, namespace: string, password: string): Promise<void> {
+  const cached = ctx.informers.ownedSecrets.get(keyOf(role.metadata.namespace, secretName));
+  if (deliveredTo(cached).includes(namespace) && decodeKey(cached, 'password') === password) return;
+  const live = await ctx.client.getSecret(role.metadata.namespace, secretName);
+  if (!live || !isOwnedBy(live, role) || decodeKey(live, 'password') !== password || decodeKey(live, PENDING_KEY) !== undefined) {
+    throw new StaticPasswordChanged(`the password of DatabaseRole ${keyOf(role.metadata.namespace, role.metadata.name)} changed meanwhile`);
+  }
+  const listed = deliveredTo(live);
+  if (listed.includes(namespace)) return;
+  const annotations = { ...(live.metadata?.annotations ?? {}), [DELIVERED_TO_ANNOTATION]: [...listed, namespace].sort().join(',') };
+  await ctx.client.replaceSecret(role.metadata.namespace, { ...live, metadata: { ...live.metadata, annotations } });
+}
+
+/** The static password moved on while a credential was about to deliver it: run again. */
+export class StaticPasswordChanged extends Error {}
+
+/** host:port of a config's server, lowercased: PostgreSQL users are per server, whatever the database. */
+function serverOfConfig(config: DatabaseConfig): string | undefined {
+  try {
+    const url = parseConnectionURL(config.spec.connectionURL);
+    return `${url.host.toLowerCase()}:${url.port}`;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The Secret that keeps a static role's current password, beside the role. */
 export function staticSecretName(role: DatabaseRole): string {
@@ -165,8 +218,11 @@ export class DatabaseRoleReconciler {
       status = withCondition(this.ctx, role, status, { type: 'Ready', status: 'True', reason: 'Checked', message });
     } catch (err) {
       let reason: string;
-      if (err instanceof NotReady) reason = err.reason;
-      else if (err instanceof RoleAdminError) {
+      if (err instanceof NotReady) {
+        reason = err.reason;
+        // The user may be fixed in PostgreSQL, where no event tells us: look again now and then.
+        if (reason.startsWith('StaticUser')) requeueAfter = 60_000;
+      } else if (err instanceof RoleAdminError) {
         const field = err instanceof DryRunError ? (err.field as StatementField) : 'creationStatements';
         reason = err.kind === 'transient' ? 'ConfigUnreachable' : (DRY_RUN_REASONS[field] ?? 'StatementsFailed');
         requeueAfter = 30_000;
@@ -210,9 +266,12 @@ export class DatabaseRoleReconciler {
     if (existing && !isOwnedBy(existing, role)) {
       throw new NotReady('SecretConflict', `Secret ${role.metadata.namespace}/${secretName} exists and is not owned by this DatabaseRole`);
     }
-    if (!(await resolved.admin.roleExists(spec.username))) {
-      throw new NotReady('StaticUserNotFound', `PostgreSQL user "${spec.username}" does not exist (a static role manages an existing user)`);
-    }
+    // Before anything runs against the user (the dry run included), and again inside the rotation's transaction.
+    const refuse = (facts: StaticUserFacts | undefined): void => {
+      const refusal = staticUserRefusal(spec.username, facts, [resolved.settings.user], allowanceOf(resolved.config.spec)) ?? this.claimRefusal(role, resolved.config);
+      if (refusal) throw new NotReady(refusal.reason, refusal.message);
+    };
+    refuse(await resolved.admin.staticUserFacts(spec.username));
     await dryRun(); // against the user, which exists: a failure is the statements' fault
     let periodMs: number | undefined;
     try {
@@ -225,8 +284,10 @@ export class DatabaseRoleReconciler {
     const rotateRequest = role.metadata.annotations?.[ROTATE_ANNOTATION];
     const rotatedAt = existing?.metadata?.annotations?.[ROTATED_AT_ANNOTATION];
     const last = rotatedAt ? new Date(rotatedAt) : undefined;
+    // Namespaces that were handed this password and are no longer allowed: their copy must stop working.
+    const lostAccess = deliveredTo(existing).filter((ns) => !allowsNamespace(role, ns));
     const due =
-      !current || !last || pending !== undefined ||
+      !current || !last || pending !== undefined || lostAccess.length > 0 ||
       (periodMs !== undefined && now.getTime() >= last.getTime() + periodMs) ||
       (rotateRequest !== undefined && rotateRequest !== status.rotateRequest);
     const write = (data: Record<string, string>, from: k8s.V1Secret | undefined, at: string | undefined) =>
@@ -240,18 +301,40 @@ export class DatabaseRoleReconciler {
         await write({ username: spec.username, ...(current !== undefined ? { password: current } : {}), [PENDING_KEY]: password }, existing, rotatedAt);
       }
       // 2. Change it in PostgreSQL (a verifier in scram mode). Repeating this after a crash is harmless.
-      await resolved.admin.setPassword(spec.username, resolved.scram ? await scramSha256Verifier(password) : password, spec.rotationStatements);
+      await resolved.admin.setPassword(spec.username, resolved.scram ? await scramSha256Verifier(password) : password, spec.rotationStatements, refuse);
       // 3. Promote it.
       const fresh = await this.ctx.client.getSecret(role.metadata.namespace, secretName);
       await write({ username: spec.username, password }, fresh, toRFC3339(now));
       next = { ...next, lastRotationTime: toRFC3339(now), rotateRequest };
-      this.ctx.events.record(role, 'Normal', 'PasswordRotated', `rotated the password of PostgreSQL user "${spec.username}"`);
-      this.ctx.logger.info('static password rotated', { role: keyOf(role.metadata.namespace, role.metadata.name), username: spec.username });
+      const why = lostAccess.length ? ` (namespaces no longer allowed had it: ${lostAccess.join(', ')})` : '';
+      this.ctx.events.record(role, 'Normal', 'PasswordRotated', `rotated the password of PostgreSQL user "${spec.username}"${why}`);
+      this.ctx.logger.info('static password rotated', { role: keyOf(role.metadata.namespace, role.metadata.name), username: spec.username, lostAccess });
     }
     const lastRotation = new Date(next.lastRotationTime ?? now);
     next.nextRotationTime = periodMs !== undefined ? toRFC3339(new Date(lastRotation.getTime() + periodMs)) : undefined;
     const requeueAfter = periodMs !== undefined ? Math.max(0, lastRotation.getTime() + periodMs - now.getTime()) + 10 : undefined;
     return { status: next, requeueAfter };
+  }
+
+  /**
+   * The other static roles that name the same user on the same server (host:port) and could manage it (their
+   * config exists and allows them): the oldest wins, the others are refused. Roles being deleted do not count.
+   */
+  private claimRefusal(role: DatabaseRole, config: DatabaseConfig): ReturnType<typeof claimRefusal> {
+    const username = role.spec.static?.username;
+    const server = serverOfConfig(config);
+    if (username === undefined || server === undefined) return undefined;
+    const claims: StaticClaim[] = [];
+    for (const other of this.ctx.informers.roles.list()) {
+      if (other.metadata.uid === role.metadata.uid || other.metadata.deletionTimestamp || other.spec.static?.username !== username) continue;
+      const otherConfig = this.ctx.informers.configs.get(keyOf(other.metadata.namespace, other.spec.configRef.name));
+      if (!otherConfig || serverOfConfig(otherConfig) !== server) continue;
+      if (!(otherConfig.spec.allowedRoles ?? []).some((p) => globMatch(p, other.metadata.name))) continue;
+      claims.push({ namespace: other.metadata.namespace, name: other.metadata.name, creationTimestamp: other.metadata.creationTimestamp });
+    }
+    const refusal = claimRefusal({ namespace: role.metadata.namespace, name: role.metadata.name, creationTimestamp: role.metadata.creationTimestamp }, username, claims);
+    if (refusal) this.ctx.logger.debug('static user claimed by an older role', { role: keyOf(role.metadata.namespace, role.metadata.name), username, claimants: claims.map((c) => keyOf(c.namespace, c.name)) });
+    return refusal;
   }
 
   private countActive(namespace: string, name: string): number {

@@ -126,6 +126,104 @@ describe('renderStatements', () => {
     });
   });
 
+  describe('nested quoting: a string that is itself SQL (EXECUTE, dblink) is escaped twice', () => {
+    const hostile: StatementValues = { name: `a"b'c\\d`, password: `p'w"\\x`, expiration };
+    const rotation = `DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" WITH PASSWORD ''{{password}}'''; END $$;`;
+
+    /** Reads one quoted token starting at text[at] (the opening quote); returns its value and the index after it. */
+    function readQuoted(text: string, at: number): { value: string; end: number } {
+      const quote = text[at];
+      let value = '';
+      for (let i = at + 1; i < text.length; i++) {
+        if (text[i] === quote) {
+          if (text[i + 1] !== quote) return { value, end: i + 1 };
+          i++;
+        }
+        value += text[i];
+      }
+      throw new Error(`unterminated ${quote} in ${text}`);
+    }
+    /** What EXECUTE runs: the text of the string after EXECUTE, quotes un-doubled, as PostgreSQL reads it. */
+    function executedSql(rendered: string): string {
+      const at = rendered.indexOf("EXECUTE '");
+      assert.ok(at >= 0, rendered);
+      return readQuoted(rendered, at + 'EXECUTE '.length).value;
+    }
+    /** The role an ALTER ROLE "…" statement acts on and the password it sets, as PostgreSQL reads them. */
+    function alterRoleTarget(sql: string): { role: string; password: string; rest: string } {
+      assert.ok(sql.startsWith('ALTER ROLE "'), sql);
+      const role = readQuoted(sql, 'ALTER ROLE '.length);
+      const keyword = ' WITH PASSWORD ';
+      assert.equal(sql.slice(role.end, role.end + keyword.length), keyword, sql);
+      const password = readQuoted(sql, role.end + keyword.length);
+      return { role: role.value, password: password.value, rest: sql.slice(password.end) };
+    }
+
+    it('renders the rotation statement of the report with each value escaped for the quotes it stands in, then again', () => {
+      assert.equal(
+        renderOne(rotation, hostile),
+        `DO $$ BEGIN EXECUTE 'ALTER ROLE "a""b''c\\d" WITH PASSWORD ''p''''w"\\x'''; END $$;`,
+      );
+    });
+
+    const names = [`q"uote`, `ap'os`, `back\\slash`, `dash--dash`, `semi;colon`, `x" WITH PASSWORD 'pwned' --`, `x''; DROP ROLE postgres; --`, `"'"'`, `tail\\`];
+    for (const name of names) {
+      it(`EXECUTE acts on exactly ${JSON.stringify(name)} and sets exactly the password`, () => {
+        const password = `pw'"\\--;${name}`;
+        const sql = executedSql(renderOne(rotation, { name, password }));
+        assert.deepEqual(alterRoleTarget(sql), { role: name, password, rest: '' });
+      });
+    }
+
+    it('refuses a value that would end the dollar quote around the DO body, and works with another tag', () => {
+      refuses(rotation, /would end the dollar-quoted string \$\$/, { name: 'a$$b', password: 'p' });
+      const tagged = rotation.replaceAll('$$', '$body$');
+      assert.deepEqual(alterRoleTarget(executedSql(renderOne(tagged, { name: 'a$$b', password: '$$' }))), { role: 'a$$b', password: '$$', rest: '' });
+    });
+
+    it("renders bare placeholders in EXECUTE's string as quoted SQL", () => {
+      assert.equal(renderOne(`DO $$ BEGIN EXECUTE 'GRANT r TO {{name}}'; END $$`, hostile), `DO $$ BEGIN EXECUTE 'GRANT r TO "a""b''c\\d"'; END $$`);
+      assert.equal(renderOne(`DO $$ BEGIN EXECUTE /* run it */ 'SELECT {{password}}'; END $$`, hostile), `DO $$ BEGIN EXECUTE /* run it */ 'SELECT E''p''''w"\\\\x'''; END $$`);
+    });
+
+    it('nests to any depth (dblink_exec running a DO block running EXECUTE)', () => {
+      assert.equal(
+        renderOne(`SELECT dblink_exec('dbname=x', 'DO $f$ BEGIN EXECUTE ''ALTER ROLE "{{name}}"''; END $f$')`, hostile),
+        `SELECT dblink_exec('dbname=x', 'DO $f$ BEGIN EXECUTE ''ALTER ROLE "a""b''''c\\d"''; END $f$')`,
+      );
+    });
+
+    it('keeps plain values as they were: PASSWORD, VALID UNTIL, format() arguments', () => {
+      assert.equal(
+        renderOne(`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`, hostile),
+        `ALTER ROLE "a""b'c\\d" WITH PASSWORD 'p''w"\\x' VALID UNTIL '2024-05-01 12:34:56+00'`,
+      );
+      assert.equal(
+        renderOne(`DO $$ BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', '{{name}}', '{{password}}'); END $$`, hostile),
+        `DO $$ BEGIN EXECUTE format('ALTER ROLE %I PASSWORD %L', 'a"b''c\\d', 'p''w"\\x'); END $$`,
+      );
+    });
+
+    it('leaves placeholders in comments inside the nested SQL alone, and does not count them', () => {
+      const statement = `DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" -- not {{password}}'; END $$`;
+      assert.equal(renderOne(statement, { name: 'u' }), `DO $$ BEGIN EXECUTE 'ALTER ROLE "u" -- not {{password}}'; END $$`);
+      assert.deepEqual([...placeholdersIn([statement])], ['name']);
+    });
+
+    it('refuses nesting it cannot make safe, with a clear error, at check time too', () => {
+      const unbalanced = `DO $$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" PASSWORD ''' || x || ''''; END $$`;
+      refuses(unbalanced, /\{\{name\}\} stands in a '…' string whose text, read as SQL, has an unterminated quote/);
+      assert.throws(() => placeholdersIn([unbalanced]), StatementTemplateError);
+      refuses(`DO $$ BEGIN EXECUTE E'ALTER ROLE "{{name}}"'; END $$`, /\{\{name\}\} stands in an E'…' string that holds SQL/);
+      refuses(`SELECT U&'ALTER ROLE "{{name}}"'`, /stands in an U&'…' string that holds SQL/);
+    });
+
+    it("still allows E'…' plain values and quoted strings without placeholders", () => {
+      assert.equal(renderOne(`PASSWORD E'{{password}}'`, hostile), `PASSWORD E'p''w"\\\\x'`);
+      assert.equal(renderOne(`SELECT 'it''s', '{{name}}'`, hostile), `SELECT 'it''s', 'a"b''c\\d'`);
+    });
+  });
+
   describe('errors', () => {
     it('unknown placeholder', () => refuses('GRANT {{foo}} TO x', /unknown placeholder \{\{foo\}\}.*\{\{name\}\} \(or \{\{username\}\}\)/));
     it('unknown placeholder named like an Object property', () => refuses('SELECT {{constructor}}', /unknown placeholder \{\{constructor\}\}/));
