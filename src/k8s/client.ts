@@ -204,7 +204,8 @@ export class KubeClient {
       const list = namespace
         ? await this.core.listNamespacedSecret({ ...page, namespace }, metadataListOptions)
         : await this.core.listSecretForAllNamespaces(page, metadataListOptions);
-      for (const item of list.items) {
+      // A PartialObjectMetadataList says "items": null when empty.
+      for (const item of list.items ?? []) {
         const kept = keep(item);
         if (kept !== undefined) items.push(kept);
       }
