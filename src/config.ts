@@ -3,8 +3,8 @@ import { parseDuration } from './api/duration.js';
 
 export interface OperatorConfig {
   logLevel: string;
-  /** Namespace to watch; empty = all namespaces. */
-  watchNamespace: string;
+  /** Namespaces to watch (WATCH_NAMESPACES, or the single WATCH_NAMESPACE); empty = all namespaces. */
+  watchNamespaces: string[];
   /** Concurrent reconciles per controller. */
   workers: number;
   /** Every cached object is reconciled again at least this often (ms). */
@@ -52,6 +52,24 @@ function boolSetting(env: NodeJS.ProcessEnv, name: string, dflt: boolean): boole
   throw new ConfigError(`${name}=${raw}: want true or false`);
 }
 
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/**
+ * WATCH_NAMESPACES=a,b,c (or the older single WATCH_NAMESPACE=a, which also takes a list): the namespaces whose
+ * objects and Secrets the operator watches, each with its own namespaced list/watch. Unset or empty: all.
+ */
+export function watchNamespaces(env: NodeJS.ProcessEnv): string[] {
+  const many = env.WATCH_NAMESPACES ?? '';
+  const one = env.WATCH_NAMESPACE ?? '';
+  if (many.trim() && one.trim()) throw new ConfigError('set WATCH_NAMESPACES or WATCH_NAMESPACE, not both');
+  const name = many.trim() ? 'WATCH_NAMESPACES' : 'WATCH_NAMESPACE';
+  const list = (many.trim() ? many : one).split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const ns of list) {
+    if (!NAMESPACE_NAME.test(ns)) throw new ConfigError(`${name}: "${ns}" is not a namespace name (lowercase letters, digits and '-', at most 63)`);
+  }
+  return [...new Set(list)];
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
   const leaseDurationMs = durationSetting(env, 'LEASE_DURATION', '15s');
   const renewDeadlineMs = durationSetting(env, 'RENEW_DEADLINE', '10s');
@@ -65,7 +83,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
   }
   return {
     logLevel: env.LOG_LEVEL || 'info',
-    watchNamespace: env.WATCH_NAMESPACE ?? '',
+    watchNamespaces: watchNamespaces(env),
     workers: intSetting(env, 'WORKERS', 8, 1, 64),
     resyncPeriodMs: durationSetting(env, 'RESYNC_PERIOD', '10m'),
     healthPort: intSetting(env, 'HEALTH_PORT', 0, 0, 65535),

@@ -1,5 +1,4 @@
 // Wiring only: settings, clients, caches, controllers, health endpoint, orphan sweep, shutdown.
-import type * as k8s from '@kubernetes/client-node';
 import http from 'node:http';
 import { ABANDON_ROLES_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, type AnyResource, type DatabaseConfig, type DatabaseCredential, type DatabaseRole } from './api/types.js';
 import { ConfigError, loadConfig } from './config.js';
@@ -7,7 +6,7 @@ import { realClock } from './controller/clock.js';
 import { Controller } from './controller/controller.js';
 import { KubeClient, apiErrorMessage, type KindKey } from './k8s/client.js';
 import { EventRecorder } from './k8s/events.js';
-import { ResilientInformer, objectKey } from './k8s/informer.js';
+import { NamespacedInformers, ResilientInformer, metadataWatch, objectKey } from './k8s/informer.js';
 import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
 import { createLogger } from './logger.js';
@@ -18,6 +17,7 @@ import { DatabaseConfigReconciler } from './reconcilers/databaseconfig.js';
 import { DatabaseCredentialReconciler } from './reconcilers/databasecredential.js';
 import { DatabaseRoleReconciler } from './reconcilers/databaserole.js';
 import { OrphanSweeper } from './reconcilers/orphans.js';
+import { SecretContents, ownedSecretMeta, type SecretMeta } from './secrets/ownedSecret.js';
 
 type Resource = DatabaseConfig | DatabaseRole | DatabaseCredential;
 
@@ -56,39 +56,39 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(settings.logLevel);
   const client = KubeClient.fromDefault();
-  const ns = settings.watchNamespace;
-
+  // One informer per watched namespace (namespaced list/watch only), or one for all namespaces.
+  const namespaces = settings.watchNamespaces;
   const crInformer = <T extends AnyResource>(kind: KindKey) =>
-    new ResilientInformer<T>({
-      name: kind,
+    new NamespacedInformers<T>(namespaces, (ns) => new ResilientInformer<T>({
+      name: ns ? `${kind} ${ns}` : kind,
       client,
       path: client.resourcePath(kind, ns),
       list: () => client.listResources<T>(kind, ns),
       resyncPeriodMs: settings.resyncPeriodMs,
       logger,
-    });
+    }));
+  const managedBy = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
   const informers = {
     configs: crInformer<DatabaseConfig>('config'),
     roles: crInformer<DatabaseRole>('role'),
     credentials: crInformer<DatabaseCredential>('credential'),
-    // Only the Secrets we own (by label): never a cache of every Secret in the cluster.
-    ownedSecrets: new ResilientInformer<k8s.V1Secret>({
-      name: 'secrets',
+    // Anyone who can create a Secret can label it: list and watch metadata only (never data), and keep only the
+    // Secrets a DatabaseCredential or DatabaseRole controls. Their data is read when needed (secretContents).
+    ownedSecrets: new NamespacedInformers<SecretMeta>(namespaces, (ns) => new ResilientInformer<SecretMeta>({
+      name: ns ? `secrets ${ns}` : 'secrets',
       client,
       path: ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
-      labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
-      list: async () => {
-        client.count('list');
-        const labelSelector = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
-        const list = ns
-          ? await client.core.listNamespacedSecret({ namespace: ns, labelSelector })
-          : await client.core.listSecretForAllNamespaces({ labelSelector });
-        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '' };
-      },
+      labelSelector: managedBy,
+      list: () => client.listSecretMetadata(ns, managedBy, ownedSecretMeta),
+      watch: metadataWatch(client.kc),
+      transform: ownedSecretMeta,
       resyncPeriodMs: settings.resyncPeriodMs,
       logger,
-    }),
+    })),
   };
+  const secretContents = new SecretContents(client, informers.ownedSecrets);
+  const pruneTimer = setInterval(() => secretContents.prune(), settings.resyncPeriodMs);
+  pruneTimer.unref();
 
   // Controllers are created before the context so that watches can enqueue into them.
   let configCtl: Controller | undefined;
@@ -102,6 +102,7 @@ async function main(): Promise<void> {
     events: new EventRecorder(client, logger),
     pools: new PoolRegistry(logger),
     informers,
+    secretContents,
     rootSecrets,
   };
   const configs = new DatabaseConfigReconciler(ctx);
@@ -200,6 +201,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('shutting down', { signal });
     sweeper.stop();
+    clearInterval(pruneTimer);
     for (const inf of Object.values(informers)) inf.stop();
     rootSecrets.stopAll();
     await Promise.allSettled([configCtl?.stop(), roleCtl.stop(), credCtl.stop()]);
@@ -213,7 +215,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: apiErrorMessage(reason) }));
 
-  logger.info('starting', { watchNamespace: ns || '(all)', workers: settings.workers, leaderElection: settings.leaderElection });
+  logger.info('starting', { watchNamespaces: namespaces.length ? namespaces : '(all)', workers: settings.workers, leaderElection: settings.leaderElection });
   // Caches fill (and enqueue every object) whether or not we lead: a standby is warm when it takes over.
   await Promise.all(Object.values(informers).map((inf) => inf.start()));
   ready = true;

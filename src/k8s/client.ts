@@ -82,6 +82,26 @@ export function abortOptions(signal: AbortSignal): k8s.ConfigurationOptions {
   };
 }
 
+/** Accept header of a list that returns PartialObjectMetadataList: each item's metadata, never a Secret's data. */
+export const METADATA_LIST_ACCEPT = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+
+const metadataListOptions: k8s.ConfigurationOptions = {
+  middleware: [
+    {
+      pre: (ctx: k8s.RequestContext) => {
+        ctx.setHeaderParam('Accept', METADATA_LIST_ACCEPT);
+        return new k8s.Observable(Promise.resolve(ctx));
+      },
+      post: (rsp: k8s.ResponseContext) => new k8s.Observable(Promise.resolve(rsp)),
+    },
+  ],
+  middlewareMergeStrategy: 'append',
+};
+
+/** Objects per list page. Small for Secrets: even their metadata (labels, annotations) can be large. */
+const PAGE_SIZE = 500;
+const SECRET_PAGE_SIZE = 50;
+
 export interface ListResult<T> {
   items: T[];
   resourceVersion: string;
@@ -124,16 +144,23 @@ export class KubeClient {
     }
   }
 
+  /** Lists page by page (limit + continue); all pages are one consistent snapshot at the returned resourceVersion. */
   async listResources<T extends AnyResource>(kind: KindKey, namespace = ''): Promise<ListResult<T>> {
-    this.count('list');
     const plural = KINDS[kind].plural;
-    const list = (namespace
-      ? await this.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural })
-      : await this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural })) as {
-      items: T[];
-      metadata: { resourceVersion: string };
-    };
-    return { items: list.items, resourceVersion: list.metadata.resourceVersion };
+    const items: T[] = [];
+    let resourceVersion = '';
+    let _continue: string | undefined;
+    do {
+      this.count('list');
+      const page = { group: GROUP, version: VERSION, plural, limit: PAGE_SIZE, _continue };
+      const list = (namespace
+        ? await this.custom.listNamespacedCustomObject({ ...page, namespace })
+        : await this.custom.listClusterCustomObject(page)) as { items: T[]; metadata: { resourceVersion: string; continue?: string } };
+      items.push(...list.items);
+      resourceVersion = list.metadata.resourceVersion;
+      _continue = list.metadata.continue || undefined;
+    } while (_continue);
+    return { items, resourceVersion };
   }
 
   /** Merge-patches metadata (finalizers, annotations); resourceVersion makes it an optimistic-lock update. */
@@ -162,6 +189,31 @@ export class KubeClient {
   }
 
   // ---- Secrets ----
+
+  /**
+   * Lists labelled Secrets as PartialObjectMetadata (never their data), page by page; keep() says what to keep of
+   * each item (undefined: nothing), so a page of Secrets we do not want is dropped before the next one is fetched.
+   */
+  async listSecretMetadata<M>(namespace: string, labelSelector: string, keep: (s: k8s.V1Secret) => M | undefined): Promise<ListResult<M>> {
+    const items: M[] = [];
+    let resourceVersion = '';
+    let _continue: string | undefined;
+    do {
+      this.count('list');
+      const page = { labelSelector, limit: SECRET_PAGE_SIZE, _continue };
+      const list = namespace
+        ? await this.core.listNamespacedSecret({ ...page, namespace }, metadataListOptions)
+        : await this.core.listSecretForAllNamespaces(page, metadataListOptions);
+      // A PartialObjectMetadataList says "items": null when empty.
+      for (const item of list.items ?? []) {
+        const kept = keep(item);
+        if (kept !== undefined) items.push(kept);
+      }
+      resourceVersion = list.metadata?.resourceVersion ?? '';
+      _continue = list.metadata?._continue || undefined;
+    } while (_continue);
+    return { items, resourceVersion };
+  }
 
   async getSecret(namespace: string, name: string): Promise<k8s.V1Secret | undefined> {
     this.count('get');

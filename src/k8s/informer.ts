@@ -30,6 +30,20 @@ export interface InformerOptions<T> {
   watchdogMs?: number;
   /** Starts one watch; default client-node's Watch.watch. A seam for unit tests. */
   watch?: WatchFn;
+  /**
+   * What to keep of each listed or watched object, or undefined to ignore it (as if it did not exist: an object
+   * that stops qualifying leaves the cache with a DELETED). Must be idempotent: list() may already have applied it.
+   */
+  transform?: (obj: T) => T | undefined;
+}
+
+/** What reconcilers read: the cache of one kind, possibly made of one informer per watched namespace. */
+export interface Cache<T> {
+  get(key: string): T | undefined;
+  list(): T[];
+  on(handler: InformerHandler<T>): void;
+  /** Whether this namespace's objects are watched at all (a namespaced install watches only some). */
+  covers(namespace: string): boolean;
 }
 
 /** client-node's Watch.watch: done is called once, with an error (the request's or the stream's) or null. */
@@ -39,6 +53,24 @@ export type WatchFn = (
   onEvent: (type: string, obj: unknown) => void,
   done: (err: unknown) => void,
 ) => Promise<AbortController>;
+
+/** Accept header of a watch that sends each object's metadata only (the API server's PartialObjectMetadata). */
+export const METADATA_WATCH_ACCEPT = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
+
+/**
+ * client-node's Watch, asking for PartialObjectMetadata: events carry metadata, never a Secret's data. The Watch
+ * takes its request options from the KubeConfig, so it gets one whose fetch options carry that Accept header.
+ */
+export function metadataWatch(kc: k8s.KubeConfig): WatchFn {
+  const withAccept = Object.create(kc) as k8s.KubeConfig;
+  withAccept.applyToFetchOptions = async (opts) => {
+    const init = await kc.applyToFetchOptions(opts);
+    (init.headers as unknown as Headers).set('Accept', METADATA_WATCH_ACCEPT);
+    return init;
+  };
+  const watch = new k8s.Watch(withAccept);
+  return (path, query, onEvent, done) => watch.watch(path, query, onEvent, done);
+}
 
 /** What the list-watch loop does once a watch has ended. */
 export type NextStep = 'relist' | 'rewatch' | 'backoff';
@@ -136,10 +168,16 @@ export class ResilientInformer<T extends Meta> {
     }
   }
 
+  private keep(obj: T): T | undefined {
+    return this.opts.transform ? this.opts.transform(obj) : obj;
+  }
+
   private async relist(): Promise<void> {
     const { items, resourceVersion } = await this.opts.list();
     const seen = new Set<string>();
-    for (const item of items) {
+    for (const raw of items) {
+      const item = this.keep(raw);
+      if (!item) continue;
       const key = objectKey(item);
       seen.add(key);
       const old = this.store.get(key);
@@ -208,14 +246,54 @@ export class ResilientInformer<T extends Meta> {
     const rv = obj.metadata?.resourceVersion;
     if (rv) this.resourceVersion = rv;
     if (type === 'BOOKMARK') return;
+    if (type !== 'DELETED' && type !== 'ADDED' && type !== 'MODIFIED') return;
     const key = objectKey(obj);
-    if (type === 'DELETED') {
+    const kept = this.keep(obj);
+    const old = this.store.get(key);
+    if (type === 'DELETED' || !kept) {
+      // Deleted, or no longer one we keep: gone from the cache either way.
       this.store.delete(key);
-      this.emit(obj, 'DELETED');
-    } else if (type === 'ADDED' || type === 'MODIFIED') {
-      const old = this.store.get(key);
-      this.store.set(key, obj);
-      this.emit(obj, type, old);
+      if (old || kept) this.emit(kept ?? old!, 'DELETED');
+      return;
     }
+    this.store.set(key, kept);
+    this.emit(kept, type, old);
+  }
+}
+
+/**
+ * One informer per watched namespace (a namespaced install: each needs only namespaced list/watch), or a single
+ * one for all namespaces (namespaces empty), read as one cache.
+ */
+export class NamespacedInformers<T extends Meta> implements Cache<T> {
+  private readonly informers: Map<string, ResilientInformer<T>>;
+
+  constructor(namespaces: readonly string[], make: (namespace: string) => ResilientInformer<T>) {
+    this.informers = new Map((namespaces.length ? namespaces : ['']).map((ns) => [ns, make(ns)]));
+  }
+
+  covers(namespace: string): boolean {
+    return this.informers.has('') || this.informers.has(namespace);
+  }
+
+  get(key: string): T | undefined {
+    const ns = key.slice(0, key.indexOf('/'));
+    return (this.informers.get('') ?? this.informers.get(ns))?.get(key);
+  }
+
+  list(): T[] {
+    return [...this.informers.values()].flatMap((i) => i.list());
+  }
+
+  on(handler: InformerHandler<T>): void {
+    for (const i of this.informers.values()) i.on(handler);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([...this.informers.values()].map((i) => i.start()));
+  }
+
+  stop(): void {
+    for (const i of this.informers.values()) i.stop();
   }
 }

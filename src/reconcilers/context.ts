@@ -2,26 +2,27 @@
 // lookups every reconciler needs (a DatabaseConfig resolved to a working RoleAdmin; status writes that happen
 // only when something changed).
 import { X509Certificate } from 'node:crypto';
-import type * as k8s from '@kubernetes/client-node';
 import { statusChanged, setCondition, type ConditionInput } from '../api/conditions.js';
 import type { AnyResource, DatabaseConfig, DatabaseCredential, DatabaseRole } from '../api/types.js';
 import type { Clock } from '../controller/clock.js';
 import type { KindKey, KubeClient } from '../k8s/client.js';
 import type { EventRecorder } from '../k8s/events.js';
-import type { ResilientInformer } from '../k8s/informer.js';
+import type { Cache } from '../k8s/informer.js';
 import type { RootSecretWatches } from '../k8s/rootSecrets.js';
 import type { Logger } from '../logger.js';
 import type { ConfigPool, PoolRegistry } from '../postgres/pool.js';
 import { RoleAdmin } from '../postgres/roleAdmin.js';
 import { validateTemplate, DEFAULT_USERNAME_TEMPLATE, type CompiledUsernameTemplate } from '../postgres/usernameTemplate.js';
+import type { SecretContents, SecretMeta } from '../secrets/ownedSecret.js';
 import { parseConnectionURL } from '../secrets/secretData.js';
 import { clientConfig, type ConnectionSettings } from '../postgres/pool.js';
 
 export interface Informers {
-  configs: ResilientInformer<DatabaseConfig>;
-  roles: ResilientInformer<DatabaseRole>;
-  credentials: ResilientInformer<DatabaseCredential>;
-  ownedSecrets: ResilientInformer<k8s.V1Secret>;
+  configs: Cache<DatabaseConfig>;
+  roles: Cache<DatabaseRole>;
+  credentials: Cache<DatabaseCredential>;
+  /** Metadata only, of Secrets controller-owned by our kinds; their data comes from secretContents. */
+  ownedSecrets: Cache<SecretMeta>;
 }
 
 export interface OperatorContext {
@@ -31,6 +32,7 @@ export interface OperatorContext {
   events: EventRecorder;
   pools: PoolRegistry;
   informers: Informers;
+  secretContents: SecretContents;
   rootSecrets: RootSecretWatches;
 }
 

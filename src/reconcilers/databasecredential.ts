@@ -27,7 +27,7 @@ import { tenantView } from './tenantMessages.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
 import { generatePassword } from '../secrets/password.js';
-import { SecretConflictError, decodeKey, isOwnedBy, readSecret, writeOwnedSecret } from '../secrets/ownedSecret.js';
+import { SecretConflictError, decodeKey, isOwnedBy, readSecretMeta, writeOwnedSecret } from '../secrets/ownedSecret.js';
 import { SECRET_TYPE, SecretTemplateError, buildSecretData, validateSecretMetadata } from '../secrets/secretData.js';
 import { NotReady, keyOf, readyFalse, resolveConfig, withCondition, writeStatus, type OperatorContext, type ResolvedConfig } from './context.js';
 import {
@@ -205,12 +205,12 @@ export class DatabaseCredentialReconciler {
     const rotationEnabled = cred.spec.rotation?.enabled !== false;
     const graceMs = this.graceMs(cred);
 
-    // The cache may lag behind our own last write. Where it disagrees with status, read the Secret live: acting
-    // on a stale copy would rotate (or revoke) a login that is in fact current.
-    let secret = this.ctx.informers.ownedSecrets.get(keyOf(namespace, secretName));
+    // The copy of the Secret we last read or wrote, if the cache shows it unchanged since; else a live read. Where
+    // it disagrees with status, read it live too: acting on a stale copy would rotate (or revoke) a login that is
+    // in fact current.
     const expectUser = activeRole(cred.status ?? {})?.username;
     const hasPending = cred.status?.roles?.some((r) => r.state === 'pending');
-    if (!secret || hasPending || decodeKey(secret, 'username') !== expectUser) secret = await this.ctx.client.getSecret(namespace, secretName);
+    let secret = await this.ctx.secretContents.read(namespace, secretName, (s) => !hasPending && decodeKey(s, 'username') === expectUser);
     const secretOwned = secret !== undefined && isOwnedBy(secret, cred);
     const secretUser = secretOwned ? decodeKey(secret, 'username') : undefined;
 
@@ -370,7 +370,7 @@ export class DatabaseCredentialReconciler {
     const { role } = target;
     const username = role.spec.static?.username ?? '';
     const pwSecret = role.status?.passwordSecretName
-      ? this.ctx.informers.ownedSecrets.get(keyOf(role.metadata.namespace, role.status.passwordSecretName))
+      ? await this.ctx.secretContents.read(role.metadata.namespace, role.status.passwordSecretName)
       : undefined;
     const password = decodeKey(pwSecret, 'password');
     // The time comes from the Secret that holds the password, so the two always match.
@@ -432,6 +432,9 @@ export class DatabaseCredentialReconciler {
     const ref = cred.spec.roleRef;
     const roleNamespace = ref.namespace ?? cred.metadata.namespace;
     const roleKey = keyOf(roleNamespace, ref.name);
+    if (!this.ctx.informers.roles.covers(roleNamespace)) {
+      throw new NotReady('NamespaceNotWatched', `DatabaseRole ${roleKey} is in namespace "${roleNamespace}", which this operator does not watch (WATCH_NAMESPACES)`);
+    }
     const role = this.ctx.informers.roles.get(roleKey);
     if (!role) throw new NotReady('RoleNotFound', `DatabaseRole ${roleKey} not found`);
     if (!allowsNamespace(role, cred.metadata.namespace)) {
@@ -635,7 +638,7 @@ export class DatabaseCredentialReconciler {
   /** After secretName changed: the Secret under the old name goes (only if it is ours). */
   private async deleteOldSecret(cred: DatabaseCredential, oldName: string | undefined, newName: string): Promise<void> {
     if (!oldName || oldName === newName) return;
-    const old = await readSecret(this.ctx.client, this.ctx.informers.ownedSecrets, cred.metadata.namespace, oldName);
+    const old = await readSecretMeta(this.ctx.client, this.ctx.informers.ownedSecrets, cred.metadata.namespace, oldName);
     if (old && isOwnedBy(old, cred)) await this.ctx.client.deleteSecret(cred.metadata.namespace, oldName, old.metadata?.uid);
   }
 
@@ -676,10 +679,11 @@ export class DatabaseCredentialReconciler {
   }
 
   /** Writes the credential's Secret (create, or replace ours); a Secret someone else owns is a NotReady. */
-  private async writeSecret(cred: DatabaseCredential, name: string, data: Record<string, string>, existing: k8s.V1Secret | undefined): Promise<boolean> {
+  private async writeSecret(cred: DatabaseCredential, name: string, data: Record<string, string>, existing: k8s.V1Secret | undefined): Promise<void> {
     const tpl = cred.spec.secretTemplate;
     try {
-      return await writeOwnedSecret(this.ctx.client, cred, { name, type: SECRET_TYPE, data, labels: tpl?.labels, annotations: tpl?.annotations }, existing);
+      // Remembered at the version written: the next reconcile reads nothing once the cache shows that version.
+      this.ctx.secretContents.remember(await writeOwnedSecret(this.ctx.client, cred, { name, type: SECRET_TYPE, data, labels: tpl?.labels, annotations: tpl?.annotations }, existing));
     } catch (err) {
       if (err instanceof SecretConflictError) throw new NotReady('SecretConflict', err.message);
       throw err;

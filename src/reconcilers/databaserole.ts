@@ -48,7 +48,7 @@ export function allowsNamespace(role: DatabaseRole, namespace: string): boolean 
  * fails it with a conflict, and the caller runs again with the new password.
  */
 export async function recordDelivery(ctx: OperatorContext, role: DatabaseRole, secretName: string, namespace: string, password: string): Promise<void> {
-  const cached = ctx.informers.ownedSecrets.get(keyOf(role.metadata.namespace, secretName));
+  const cached = await ctx.secretContents.read(role.metadata.namespace, secretName);
   if (deliveredTo(cached).includes(namespace) && decodeKey(cached, 'password') === password) return;
   const live = await ctx.client.getSecret(role.metadata.namespace, secretName);
   if (!live || !isOwnedBy(live, role) || decodeKey(live, 'password') !== password || decodeKey(live, PENDING_KEY) !== undefined) {
@@ -57,7 +57,7 @@ export async function recordDelivery(ctx: OperatorContext, role: DatabaseRole, s
   const listed = deliveredTo(live);
   if (listed.includes(namespace)) return;
   const annotations = { ...(live.metadata?.annotations ?? {}), [DELIVERED_TO_ANNOTATION]: [...listed, namespace].sort().join(',') };
-  await ctx.client.replaceSecret(role.metadata.namespace, { ...live, metadata: { ...live.metadata, annotations } });
+  ctx.secretContents.remember(await ctx.client.replaceSecret(role.metadata.namespace, { ...live, metadata: { ...live.metadata, annotations } }));
 }
 
 /** The static password moved on while a credential was about to deliver it: run again. */

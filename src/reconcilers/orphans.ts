@@ -68,6 +68,8 @@ export class OrphanSweeper {
    * The cache answers "not an orphan" quickly; every "orphan" is confirmed with a live read.
    */
   private async orphanReason(namespace: string, name: string, uid: string, username: string): Promise<string | undefined> {
+    // A namespace this operator does not watch (namespaced install) is not ours to judge, nor to read.
+    if (!this.ctx.informers.credentials.covers(namespace)) return undefined;
     const holds = (c: DatabaseCredential | undefined) => c?.metadata.uid === uid && (c.status?.roles ?? []).some((r) => r.username === username);
     if (holds(this.ctx.informers.credentials.get(keyOf(namespace, name)))) return undefined;
     let live: DatabaseCredential | undefined;

@@ -1,13 +1,10 @@
 // The operator as deployed: under the ServiceAccount and least-privilege RBAC of deploy/, two replicas with
 // leader election. Only the leader acts; when it dies the standby takes over.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT, kubeconfigYAML } from '../env/controlplane.js';
-import { removeOnExit } from '../env/processes.js';
+import { REPO_ROOT } from '../env/controlplane.js';
 import { assertNoViolations } from '../audit/auditor.js';
-import { createNamespace, loginError, testEnv, waitFor, type TestEnv } from './harness.js';
+import { createNamespace, loginError, serviceAccountKubeconfig, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('deployed: ServiceAccount RBAC and leader election', function () {
@@ -20,21 +17,8 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
   before(async function () {
     this.timeout(600_000);
     env = await testEnv();
-    await env.kubectl(['apply', '-f', path.join(REPO_ROOT, 'deploy', 'namespace.yaml'), '-f', path.join(REPO_ROOT, 'deploy', 'rbac.yaml')]);
-    const token = (await env.kubectl(['-n', 'dbcred-system', 'create', 'token', 'dbcred-operator', '--duration', '1h'])).trim();
-    const cluster = env.kc.getCurrentCluster();
-    assert.ok(cluster, 'the test kubeconfig has a current cluster');
-    let caFile = cluster.caFile;
-    if (!caFile && cluster.caData) {
-      // kind and most kubeconfigs embed the CA instead of naming a file.
-      caFile = path.join(os.tmpdir(), `dbcred-sa-${process.pid}.ca.crt`);
-      writeFileSync(caFile, Buffer.from(cluster.caData, 'base64'));
-      removeOnExit(caFile);
-    }
-    assert.ok(caFile, 'the cluster has a CA');
-    saKubeconfig = path.join(os.tmpdir(), `dbcred-sa-${process.pid}.kubeconfig`);
-    removeOnExit(saKubeconfig);
-    writeFileSync(saKubeconfig, kubeconfigYAML(cluster.server, caFile, token), { mode: 0o600 });
+    await env.kubectl(['apply', '-f', path.join(REPO_ROOT, 'deploy', 'base', 'namespace.yaml'), '-f', path.join(REPO_ROOT, 'deploy', 'base', 'rbac.yaml')]);
+    saKubeconfig = (await serviceAccountKubeconfig(env, 'dbcred-system', 'dbcred-operator')).path;
     ns = await createNamespace(env, 'deployed');
   });
 
@@ -59,7 +43,7 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
     return r;
   }
 
-  it('runs under the ServiceAccount with only the permissions deploy/rbac.yaml grants', async () => {
+  it('runs under the ServiceAccount with only the permissions deploy/base/rbac.yaml grants', async () => {
     const a = replica('replica-a');
     await waitFor('replica-a to lead', async () => a.output.includes('became leader'), { timeoutMs: 30_000 });
     const b = replica('replica-b');

@@ -2,11 +2,11 @@
 // with USE_EXISTING_CLUSTER=true, the cluster of the current kubeconfig plus a PostgreSQL the tests start.
 // Stopped by the root after-hook below, also when tests fail.
 import * as k8s from '@kubernetes/client-node';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { REPO_ROOT } from '../env/controlplane.js';
+import { REPO_ROOT, kubeconfigYAML } from '../env/controlplane.js';
 import { Environment } from '../env/environment.js';
 import { PostgresServer, type PostgresConnection } from '../env/postgres.js';
 import { removeOnExit, runCommand, waitFor } from '../env/processes.js';
@@ -81,6 +81,29 @@ export function testEnv(): Promise<TestEnv> {
 
 export async function stopTestEnv(): Promise<void> {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+}
+
+/**
+ * A kubeconfig that authenticates as a ServiceAccount with a real token (TokenRequest): what the operator's pod
+ * would use, so requests meet exactly the RBAC that the account was granted.
+ */
+export async function serviceAccountKubeconfig(env: TestEnv, namespace: string, serviceAccount: string): Promise<{ path: string; token: string }> {
+  const token = (await env.kubectl(['-n', namespace, 'create', 'token', serviceAccount, '--duration', '1h'])).trim();
+  const cluster = env.kc.getCurrentCluster();
+  if (!cluster) throw new Error('the test kubeconfig has no current cluster');
+  const tag = `${process.pid}-${namespace}-${serviceAccount}`;
+  let caFile = cluster.caFile;
+  if (!caFile && cluster.caData) {
+    // kind and most kubeconfigs embed the CA instead of naming a file.
+    caFile = path.join(os.tmpdir(), `dbcred-sa-${tag}.ca.crt`);
+    writeFileSync(caFile, Buffer.from(cluster.caData, 'base64'));
+    removeOnExit(caFile);
+  }
+  if (!caFile) throw new Error('the cluster has no CA');
+  const file = path.join(os.tmpdir(), `dbcred-sa-${tag}.kubeconfig`);
+  removeOnExit(file);
+  writeFileSync(file, kubeconfigYAML(cluster.server, caFile, token), { mode: 0o600 });
+  return { path: file, token };
 }
 
 let nsCounter = 0;

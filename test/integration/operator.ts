@@ -55,6 +55,11 @@ export class OperatorProcess {
     return this.child?.exitCode;
   }
 
+  /** Started and not ended, neither by an exit nor by a signal (a V8 out-of-memory aborts with SIGABRT). */
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   private async signal(sig: NodeJS.Signals): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;

@@ -1,0 +1,218 @@
+// The Secret cache holds metadata only, and only of Secrets our kinds control; their data is read when needed and
+// remembered for exactly the resourceVersion it was read or written at. Plus the settings of a namespaced install.
+import assert from 'node:assert/strict';
+import type * as k8s from '@kubernetes/client-node';
+import * as k8sValues from '@kubernetes/client-node';
+import winston from 'winston';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { KubeClient } from '../../src/k8s/client.js';
+import { NamespacedInformers, ResilientInformer, objectKey, type Cache, type InformerHandler, type WatchFn } from '../../src/k8s/informer.js';
+import { SecretContents, ownedSecretMeta, type SecretMeta } from '../../src/secrets/ownedSecret.js';
+
+const OURS = { apiVersion: 'dbcred.dev/v1alpha1', kind: 'DatabaseCredential', name: 'app', uid: 'u-1', controller: true };
+
+function secret(name: string, rv: string, opts: { owner?: k8s.V1OwnerReference; data?: Record<string, string> } = {}): k8s.V1Secret {
+  return {
+    metadata: {
+      name,
+      namespace: 'ns',
+      uid: `uid-${name}`,
+      resourceVersion: rv,
+      labels: { 'app.kubernetes.io/managed-by': 'dbcred-operator' },
+      annotations: { big: 'x'.repeat(1000) },
+      managedFields: [{ manager: 'kubectl', operation: 'Apply' }],
+      ownerReferences: opts.owner ? [opts.owner] : undefined,
+    },
+    data: opts.data ?? { username: Buffer.from('alice').toString('base64') },
+  };
+}
+
+describe('owned Secrets: what the cache keeps', () => {
+  it('keeps identity, version and the controller reference of a Secret our kinds control, never data or annotations', () => {
+    const kept = ownedSecretMeta(secret('a', '7', { owner: OURS }));
+    assert.deepEqual(kept, {
+      metadata: { name: 'a', namespace: 'ns', uid: 'uid-a', resourceVersion: '7', ownerReferences: [{ apiVersion: 'dbcred.dev/v1alpha1', kind: 'DatabaseCredential', name: 'app', uid: 'u-1', controller: true }] },
+    });
+    assert.deepEqual(ownedSecretMeta(kept!), kept, 'idempotent');
+    assert.ok(ownedSecretMeta(secret('r', '1', { owner: { ...OURS, kind: 'DatabaseRole' } })));
+  });
+
+  it('ignores labelled Secrets that none of our kinds control', () => {
+    assert.equal(ownedSecretMeta(secret('none', '1')), undefined, 'no owner');
+    assert.equal(ownedSecretMeta(secret('notctl', '1', { owner: { ...OURS, controller: false } })), undefined, 'owner, not controller');
+    assert.equal(ownedSecretMeta(secret('cm', '1', { owner: { ...OURS, apiVersion: 'v1', kind: 'ConfigMap' } })), undefined, 'another kind');
+    assert.equal(ownedSecretMeta(secret('cfg', '1', { owner: { ...OURS, kind: 'DatabaseConfig' } })), undefined, 'a kind of ours that owns no Secret');
+    assert.equal(ownedSecretMeta(secret('grp', '1', { owner: { ...OURS, apiVersion: 'evil.dev/v1alpha1' } })), undefined, 'same kind, other group');
+  });
+});
+
+function fakeKubeConfig(): k8sValues.KubeConfig {
+  const kc = new k8sValues.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }],
+    users: [{ name: 'u' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  return kc;
+}
+
+describe('informer transform: objects it does not keep are not cached', () => {
+  it('drops them from a list and from watch events, and an object that stops qualifying leaves with DELETED', async () => {
+    let onEvent: ((type: string, obj: unknown) => void) | undefined;
+    const watch: WatchFn = async (_path, _query, cb, done) => {
+      onEvent = cb;
+      const ac = new AbortController();
+      ac.signal.addEventListener('abort', () => done(null));
+      return ac;
+    };
+    const informer = new ResilientInformer<SecretMeta>({
+      name: 'secrets',
+      client: new KubeClient(fakeKubeConfig()),
+      path: '/api/v1/secrets',
+      list: async () => ({ items: [secret('ours', '1', { owner: OURS }), secret('theirs', '2')] as unknown as SecretMeta[], resourceVersion: '2' }),
+      transform: ownedSecretMeta,
+      resyncPeriodMs: 3_600_000,
+      logger: winston.createLogger({ silent: true }),
+      watch,
+    });
+    const events: string[] = [];
+    informer.on((obj, event) => events.push(`${event} ${obj.metadata.name}`));
+    try {
+      await informer.start();
+      assert.deepEqual(informer.list().map((s) => s.metadata.name), ['ours']);
+      assert.equal((informer.get('ns/ours') as unknown as k8s.V1Secret).data, undefined, 'no data cached');
+      await new Promise((r) => setImmediate(r));
+      onEvent!('ADDED', secret('big', '3', { data: { blob: 'A'.repeat(100_000) } }));
+      onEvent!('MODIFIED', secret('ours', '4')); // its owner reference was removed
+      onEvent!('DELETED', secret('never-seen', '5'));
+      assert.equal(informer.get('ns/big'), undefined);
+      assert.equal(informer.get('ns/ours'), undefined);
+      assert.deepEqual(events, ['ADDED ours', 'DELETED ours']);
+    } finally {
+      informer.stop();
+    }
+  });
+});
+
+/** A cache we drive by hand, as the informer would. */
+class FakeCache implements Cache<SecretMeta> {
+  readonly store = new Map<string, SecretMeta>();
+  private readonly handlers: InformerHandler<SecretMeta>[] = [];
+  get(key: string) {
+    return this.store.get(key);
+  }
+  list() {
+    return [...this.store.values()];
+  }
+  on(h: InformerHandler<SecretMeta>) {
+    this.handlers.push(h);
+  }
+  covers() {
+    return true;
+  }
+  set(s: k8s.V1Secret) {
+    const m = ownedSecretMeta(s)!;
+    this.store.set(objectKey(m), m);
+    for (const h of this.handlers) h(m, 'MODIFIED');
+  }
+  delete(key: string) {
+    const m = this.store.get(key)!;
+    this.store.delete(key);
+    for (const h of this.handlers) h(m, 'DELETED');
+  }
+}
+
+function contentsWith(live: Map<string, k8s.V1Secret>): { contents: SecretContents; cache: FakeCache; gets: string[] } {
+  const gets: string[] = [];
+  const client = {
+    getSecret: async (namespace: string, name: string) => {
+      gets.push(`${namespace}/${name}`);
+      await new Promise((r) => setImmediate(r));
+      return live.get(`${namespace}/${name}`);
+    },
+  } as unknown as KubeClient;
+  const cache = new FakeCache();
+  return { contents: new SecretContents(client, cache), cache, gets };
+}
+
+describe('SecretContents: data read when needed, once per resourceVersion', () => {
+  it('reads a Secret once, then serves the copy while the cache shows that version; a new version is read again', async () => {
+    const live = new Map([['ns/app', secret('app', '10', { owner: OURS })]]);
+    const { contents, cache, gets } = contentsWith(live);
+    cache.set(live.get('ns/app')!);
+    assert.equal((await contents.read('ns', 'app'))?.metadata?.resourceVersion, '10');
+    assert.equal((await contents.read('ns', 'app'))?.metadata?.resourceVersion, '10');
+    assert.deepEqual(gets, ['ns/app'], 'steady state: no second GET');
+    live.set('ns/app', secret('app', '11', { owner: OURS }));
+    cache.set(live.get('ns/app')!);
+    assert.equal((await contents.read('ns', 'app'))?.metadata?.resourceVersion, '11');
+    assert.equal(gets.length, 2);
+  });
+
+  it('serves what was written without a read once the cache catches up; a copy the caller does not trust is read live', async () => {
+    const live = new Map<string, k8s.V1Secret>();
+    const { contents, cache, gets } = contentsWith(live);
+    const written = secret('app', '20', { owner: OURS });
+    contents.remember(written);
+    live.set('ns/app', written);
+    assert.equal(await contents.read('ns', 'app'), written, 'not in the cache yet: read live');
+    assert.equal(gets.length, 1);
+    cache.set(written);
+    assert.equal(await contents.read('ns', 'app'), written);
+    assert.equal(gets.length, 1);
+    await contents.read('ns', 'app', () => false);
+    assert.equal(gets.length, 2, 'distrusted: read live');
+  });
+
+  it('shares one GET among concurrent reads, remembers only Secrets our kinds control, and forgets what left the cache', async () => {
+    const live = new Map([
+      ['ns/app', secret('app', '30', { owner: OURS })],
+      ['ns/other', secret('other', '31')],
+    ]);
+    const { contents, cache, gets } = contentsWith(live);
+    cache.set(live.get('ns/app')!);
+    await Promise.all([contents.read('ns', 'app'), contents.read('ns', 'app'), contents.read('ns', 'app')]);
+    assert.deepEqual(gets, ['ns/app']);
+    await contents.read('ns', 'other');
+    await contents.read('ns', 'other');
+    assert.equal(gets.filter((g) => g === 'ns/other').length, 2, 'not ours: never remembered');
+    cache.delete('ns/app');
+    cache.set(live.get('ns/app')!); // same version back in the cache: the copy was dropped with the DELETED
+    await contents.read('ns', 'app');
+    assert.equal(gets.filter((g) => g === 'ns/app').length, 2);
+    contents.remember(secret('gone', '40', { owner: OURS }));
+    contents.prune();
+    cache.set(secret('gone', '40', { owner: OURS }));
+    await contents.read('ns', 'gone');
+    assert.ok(gets.includes('ns/gone'), 'pruned: a copy whose Secret was not in the cache is not served');
+  });
+});
+
+describe('namespaced caches', () => {
+  it('cover only the watched namespaces and route each key to its namespace', () => {
+    const made: string[] = [];
+    const make = (ns: string) => {
+      made.push(ns);
+      return { get: (key: string) => (key.startsWith(`${ns}/`) ? ({ metadata: { name: key, namespace: ns } }) : undefined), list: () => [], on: () => undefined } as unknown as ResilientInformer<SecretMeta>;
+    };
+    const two = new NamespacedInformers<SecretMeta>(['a', 'b'], make);
+    assert.deepEqual(made, ['a', 'b']);
+    assert.equal(two.covers('a'), true);
+    assert.equal(two.covers('c'), false);
+    assert.ok(two.get('b/x'));
+    assert.equal(two.get('c/x'), undefined);
+    const all = new NamespacedInformers<SecretMeta>([], make);
+    assert.equal(all.covers('anything'), true);
+    assert.deepEqual(made, ['a', 'b', ''], 'one informer for all namespaces');
+  });
+
+  it('WATCH_NAMESPACES takes a list; WATCH_NAMESPACE still works; bad names and both at once are refused', () => {
+    assert.deepEqual(loadConfig({}).watchNamespaces, []);
+    assert.deepEqual(loadConfig({ WATCH_NAMESPACE: 'team-a' }).watchNamespaces, ['team-a']);
+    assert.deepEqual(loadConfig({ WATCH_NAMESPACES: 'platform, team-a,team-b,team-a' }).watchNamespaces, ['platform', 'team-a', 'team-b']);
+    assert.deepEqual(loadConfig({ WATCH_NAMESPACES: '' }).watchNamespaces, []);
+    assert.throws(() => loadConfig({ WATCH_NAMESPACES: 'a', WATCH_NAMESPACE: 'b' }), ConfigError);
+    assert.throws(() => loadConfig({ WATCH_NAMESPACES: 'Team_A' }), /not a namespace name/);
+  });
+});
