@@ -9,7 +9,8 @@ import { EventRecorder } from './k8s/events.js';
 import { NamespacedInformers, ResilientInformer, metadataWatch, objectKey } from './k8s/informer.js';
 import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
-import { createLogger } from './logger.js';
+import { InstallationError, resolveInstallation } from './k8s/installation.js';
+import { createLogger, type Logger } from './logger.js';
 import { observeReconcile, registry } from './metrics.js';
 import { PoolRegistry } from './postgres/pool.js';
 import { keyOf, type OperatorContext } from './reconcilers/context.js';
@@ -43,6 +44,32 @@ function changedForDependents(old: Resource | undefined, obj: Resource): boolean
   return !old || old.metadata.generation !== obj.metadata.generation || readyStatus(old) !== readyStatus(obj) || abandon(old) !== abandon(obj);
 }
 
+/**
+ * The installation id, read before anything else happens: every role's marker names it. A bad CLUSTER_ID exits 2;
+ * an API server that does not answer is tried again for a while, then the process exits 1 (its pod restarts).
+ */
+async function installationOrExit(client: KubeClient, logger: Logger): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const id = await resolveInstallation(client);
+      logger.info('installation identity', { installation: id, source: process.env.CLUSTER_ID ? 'CLUSTER_ID' : 'kube-system namespace uid' });
+      return id;
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (err instanceof InstallationError && process.env.CLUSTER_ID) {
+        console.error(`invalid setting: ${message}`);
+        process.exit(2);
+      }
+      if (attempt >= 10) {
+        logger.error('cannot establish the installation identity; exiting', { error: message });
+        process.exit(1);
+      }
+      logger.warn('cannot establish the installation identity yet; retrying', { attempt, error: message });
+      await new Promise((r) => setTimeout(r, Math.min(1000 * attempt, 5000)));
+    }
+  }
+}
+
 async function main(): Promise<void> {
   let settings;
   try {
@@ -56,6 +83,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(settings.logLevel);
   const client = KubeClient.fromDefault();
+  const installation = await installationOrExit(client, logger);
   // One informer per watched namespace (namespaced list/watch only), or one for all namespaces.
   const namespaces = settings.watchNamespaces;
   const crInformer = <T extends AnyResource>(kind: KindKey) =>
@@ -104,6 +132,7 @@ async function main(): Promise<void> {
     informers,
     secretContents,
     rootSecrets,
+    installation,
   };
   const configs = new DatabaseConfigReconciler(ctx);
   const roles = new DatabaseRoleReconciler(ctx);

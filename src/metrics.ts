@@ -30,12 +30,33 @@ export const reconcileSeconds = new client.Histogram({
 
 export const credentialEvents = new client.Counter({
   name: 'dbcred_credential_events_total',
-  help: 'Credential lifecycle steps: issued, rotated, renewed, expired, revoked, revocation_failed, orphan_revoked.',
+  help: 'Credential lifecycle steps: issued, rotated, renewed, expired, revoked, revocation_failed, revocation_refused, orphan_revoked, abandoned, remarked.',
   labelNames: ['event'] as const,
   registers: [registry],
 });
 
-export type CredentialEvent = 'issued' | 'rotated' | 'renewed' | 'expired' | 'revoked' | 'revocation_failed' | 'orphan_revoked' | 'abandoned';
+export type CredentialEvent =
+  | 'issued'
+  | 'rotated'
+  | 'renewed'
+  | 'expired'
+  | 'revoked'
+  | 'revocation_failed'
+  | 'revocation_refused'
+  | 'orphan_revoked'
+  | 'abandoned'
+  | 'remarked';
+
+/**
+ * Roles the last orphan sweep found with an operator marker it cannot prove is this installation's and that no
+ * credential of it holds: old-format markers (before installation ids) and markers copied onto another role.
+ * They are never revoked by the sweep; a DBA decides.
+ */
+export const unprovenRoles = new client.Gauge({
+  name: 'dbcred_orphan_sweep_unproven_roles',
+  help: 'Roles with an operator marker that the last orphan sweep could not prove are this installation\'s orphans (never swept).',
+  registers: [registry],
+});
 
 export function countCredentialEvent(event: CredentialEvent, n = 1): void {
   credentialEvents.inc({ event }, n);

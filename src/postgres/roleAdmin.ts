@@ -1,7 +1,7 @@
 // The narrow interface to PostgreSQL: issue, renew, revoke and find roles. Statement text comes from the pure
 // builders in statements.ts; this file only decides transactions, locking, retries and error outcomes.
 import pg from 'pg';
-import { classifyPgError, safeErrorMessage, type PgErrorKind } from './errors.js';
+import { classifyPgError, safeErrorMessage, sqlState, type PgErrorKind } from './errors.js';
 import { checkout, type ClientSource } from './pool.js';
 import { LOG_SETTINGS_QUERY, LOG_SETTING_NAMES, loudSettings, type LoudSetting } from './quietLogs.js';
 import {
@@ -10,9 +10,14 @@ import {
   databasesWithDependenciesQuery,
   defaultRenewStatements,
   defaultRotationStatements,
+  isLegacyMarker,
+  markerProvesOwner,
   parseRoleComment,
+  quoteLiteral,
   renderStatements,
+  type ParsedMarker,
   type RoleMarker,
+  type RoleOwner,
   type StatementValues,
 } from './statements.js';
 
@@ -28,6 +33,24 @@ export class RoleAdminError extends Error {
     readonly kind: PgErrorKind,
   ) {
     super(message);
+  }
+}
+
+/** Creation found the role already there: the operator never adopts a role it did not create. */
+export class RoleExistsError extends RoleAdminError {
+  constructor(message: string) {
+    super(message, 'exists');
+  }
+}
+
+/**
+ * Revocation refused to touch a role: it is the admin the operator connects as, a superuser or a CREATEROLE role
+ * (any config's admin is one), a role PostgreSQL defines, or its marker does not prove that this installation's
+ * credential created it. Nothing was changed.
+ */
+export class RevocationRefusedError extends RoleAdminError {
+  constructor(message: string) {
+    super(message, 'privilege');
   }
 }
 
@@ -57,6 +80,7 @@ export interface IssueRequest {
   expiration: Date;
   creationStatements: string[];
   rollbackStatements?: string[];
+  /** Written in the creation's transaction; its username must be the role's. */
   marker: RoleMarker;
 }
 
@@ -152,7 +176,73 @@ export type PasswordGuard = (facts: StaticUserFacts | undefined) => void;
 
 export interface MarkedRole {
   username: string;
-  marker: RoleMarker;
+  marker: ParsedMarker;
+  /** The comment as it stands, for a re-mark that changes it only if nobody else did. */
+  comment: string;
+}
+
+/** Who asks for a revocation: the installation and credential the role's marker must name. */
+export interface RevocationOwner extends RoleOwner {
+  /**
+   * Whether a marker of the format before installations (namespace/name/uid, no installation) is proof enough.
+   * Only for a role the credential has held as issued: every role this version creates carries the full marker.
+   */
+  acceptLegacy: boolean;
+}
+
+/** SQLSTATEs of the checks around the creation statements (class DB: ours, never PostgreSQL's). */
+const ROLE_EXISTED = 'DB001';
+const ROLE_NOT_CREATED = 'DB002';
+const ADMIN_CREATED = 'DB003';
+
+/** Before the creation statements: the role must not exist yet (an idempotent template would otherwise adopt it). */
+function refuseExistingRole(username: string): string {
+  const role = quoteLiteral(username);
+  return `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
+    `RAISE EXCEPTION 'role % exists already; the operator creates only new roles', ${role} USING ERRCODE = '${ROLE_EXISTED}'; END IF; END $dbcred$`;
+}
+
+/**
+ * After them: they created the role, and gave it no power over roles: a superuser or a CREATEROLE role could be the
+ * admin of a DatabaseConfig, so revocation never touches one, so the operator never issues one.
+ */
+function checkCreatedRole(username: string): string {
+  const role = quoteLiteral(username);
+  const raise = (message: string, code: string) => `RAISE EXCEPTION '${message}', ${role} USING ERRCODE = '${code}';`;
+  return `DO $dbcred$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
+    `${raise('creationStatements did not create role %', ROLE_NOT_CREATED)} END IF; ` +
+    `IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
+    `${raise('creationStatements made role % a superuser; the operator never issues superusers', ADMIN_CREATED)} END IF; ` +
+    `IF (SELECT rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
+    `${raise('creationStatements gave role % CREATEROLE; the operator never issues roles that administer roles', ADMIN_CREATED)} END IF; END $dbcred$`;
+}
+
+/** $1: the role. What revocation must know before it touches the role. */
+const REVOCATION_GUARD_QUERY = `
+SELECT r.rolsuper AS superuser, r.rolcreaterole AS create_role, r.oid < 16384 AS predefined,
+       r.rolname IN (current_user, session_user) AS connected,
+       pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment
+  FROM pg_catalog.pg_roles r WHERE r.rolname = $1`;
+
+interface RevocationGuardRow {
+  superuser: boolean;
+  create_role: boolean;
+  predefined: boolean;
+  connected: boolean;
+  comment: string | null;
+}
+
+/** Why a role must not be revoked for this owner, or undefined when it may. */
+function revocationRefusal(username: string, row: RevocationGuardRow, owner: RevocationOwner): string | undefined {
+  if (row.connected) return `role "${username}" is the user the operator connects as`;
+  if (row.superuser) return `role "${username}" is a superuser`;
+  // Every DatabaseConfig's admin is a superuser or has CREATEROLE, this installation's or another's.
+  if (row.create_role) return `role "${username}" has CREATEROLE (it may be the admin of a DatabaseConfig)`;
+  if (row.predefined) return `role "${username}" is defined by PostgreSQL`;
+  const marker = parseRoleComment(row.comment);
+  if (marker && isLegacyMarker(marker) && !owner.acceptLegacy) return `role "${username}" carries an old-format marker, which does not prove that this credential created it`;
+  if (!markerProvesOwner(row.comment, username, owner)) return `role "${username}" carries no marker of this installation for this credential: the operator did not create it`;
+  return undefined;
 }
 
 function wrap(err: unknown, what: string, knownSecrets: readonly string[] = []): RoleAdminError {
@@ -244,8 +334,10 @@ export class RoleAdmin {
     const batch = [
       'BEGIN',
       `SELECT pg_advisory_xact_lock(${DDL_LOCK_KEY})`,
+      refuseExistingRole(req.username),
       ...sql,
-      commentOnRole(req.username, req.marker),
+      checkCreatedRole(req.username),
+      commentOnRole(req.marker),
       'COMMIT',
     ].join('\n;\n');
     try {
@@ -264,6 +356,11 @@ export class RoleAdmin {
         // Creation ran in one transaction, so it left nothing; rollback statements are for what a role's SQL
         // does outside it (e.g. dblink). Best effort: the creation error is the one to report.
         await this.runStatements(req.rollbackStatements, req.username, req.expiration).catch(() => undefined);
+      }
+      const state = sqlState(err);
+      if (state === ROLE_EXISTED) throw new RoleExistsError(`creating role: ${safeErrorMessage(err, [req.passwordForSQL])}`);
+      if (state === ROLE_NOT_CREATED || state === ADMIN_CREATED) {
+        throw new RoleAdminError(`creating role: ${safeErrorMessage(err, [req.passwordForSQL])}`, 'invalid-statement');
       }
       throw wrap(err, 'creating role', [req.passwordForSQL]);
     }
@@ -357,20 +454,25 @@ export class RoleAdmin {
   }
 
   /**
-   * Revokes a role so that it can log in nowhere and owns nothing. With the role's own statements, runs those;
-   * otherwise the steps of buildRevocation: NOLOGIN, the admin joins the role (a CREATEROLE admin may end only
-   * sessions of roles it is a member of), terminate its sessions and wait until none is left, REASSIGN OWNED +
+   * Revokes a role so that it can log in nowhere and owns nothing. First the guard: the role must not be the user
+   * the operator connects as, a superuser, a CREATEROLE role or one PostgreSQL defines, and its marker must prove that `owner`
+   * created it; otherwise a RevocationRefusedError, and nothing changed. Then, with the role's own statements,
+   * those; otherwise the steps of buildRevocation: NOLOGIN, the admin joins the role (a CREATEROLE admin may end
+   * only sessions of roles it is a member of), terminate its sessions and wait until none is left, REASSIGN OWNED +
    * DROP OWNED in every database it has objects or privileges in, DROP ROLE. Each step is idempotent, so a
    * revocation that failed part-way is retried from the start. A role that is already gone is success; a session
    * that survives is a failure, never a success.
    */
-  async revokeRole(username: string, revocationStatements?: string[]): Promise<void> {
+  async revokeRole(username: string, owner: RevocationOwner, revocationStatements?: string[]): Promise<void> {
     try {
+      const guard = (await query<RevocationGuardRow>(this.pool, REVOCATION_GUARD_QUERY, [username])).rows[0];
+      if (!guard) return;
+      const refusal = revocationRefusal(username, guard, owner);
+      if (refusal !== undefined) throw new RevocationRefusedError(`not revoked: ${refusal}`);
       if (revocationStatements?.length) {
         await this.runStatements(revocationStatements, username, new Date());
         return;
       }
-      if (!(await this.roleExists(username))) return;
       const admin = (await query<{ u: string; db: string }>(this.pool, 'SELECT current_user AS u, current_database() AS db')).rows[0];
       if (!admin) throw new RoleAdminError('cannot read current user', 'unknown');
       const steps = buildRevocation(username, admin.u);
@@ -430,11 +532,31 @@ export class RoleAdmin {
       const out: MarkedRole[] = [];
       for (const row of res.rows) {
         const marker = parseRoleComment(row.description);
-        if (marker) out.push({ username: row.rolname, marker });
+        if (marker) out.push({ username: row.rolname, marker, comment: row.description });
       }
       return out;
     } catch (err) {
       throw wrap(err, 'listing roles');
+    }
+  }
+
+  /**
+   * Replaces a role's marker (an old-format one, by the installation whose credential holds the role), only if the
+   * comment is still `expected`. Returns whether it did.
+   */
+  async remarkRole(marker: RoleMarker, expected: string): Promise<boolean> {
+    try {
+      return await inTransaction(this.pool, async (client) => {
+        const res = await client.query<{ comment: string | null }>(
+          "SELECT pg_catalog.shobj_description(oid, 'pg_authid') AS comment FROM pg_catalog.pg_roles WHERE rolname = $1",
+          [marker.username],
+        );
+        if (res.rows[0]?.comment !== expected) return false;
+        await client.query(commentOnRole(marker));
+        return true;
+      }, { ddlLock: false });
+    } catch (err) {
+      throw wrap(err, 'marking role');
     }
   }
 

@@ -425,35 +425,81 @@ export function databasesWithDependenciesQuery(username: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Ownership marker, for the orphan sweep.
+// Ownership marker: which installation created a role, for which DatabaseCredential. The orphan sweep and every
+// revocation read it, and touch only a role whose marker is this installation's and names the role itself.
 
+/** Which DatabaseCredential of which installation owns a role. */
 export interface RoleMarker {
+  /** The installation (CLUSTER_ID, by default the kube-system namespace UID). */
+  installation: string;
+  namespace: string;
+  name: string;
+  uid: string;
+  /** The role's own name: a marker copied onto another role does not hold there. */
+  username: string;
+}
+
+/** A marker written before installations were told apart (issue 8): namespace/name/uid only. */
+export interface LegacyRoleMarker {
+  legacy: true;
   namespace: string;
   name: string;
   uid: string;
 }
 
-const MARKER_PREFIX = 'dbcred:';
+export type ParsedMarker = RoleMarker | LegacyRoleMarker;
 
-/** COMMENT ON ROLE "u" IS 'dbcred:{"namespace":…,"name":…,"uid":…}': which DatabaseCredential owns the role. */
-export function commentOnRole(username: string, marker: RoleMarker): string {
-  const json = JSON.stringify({ namespace: marker.namespace, name: marker.name, uid: marker.uid });
-  return `COMMENT ON ROLE ${quoteIdentifier(username)} IS ${quoteLiteral(MARKER_PREFIX + json)};`;
+/** What every marker starts with, of either version. */
+export const MARKER_PREFIX = 'dbcred:';
+const MARKER_V2_PREFIX = 'dbcred:v2:';
+
+/** COMMENT ON ROLE "u" IS 'dbcred:v2:{"installation":…,"namespace":…,"name":…,"uid":…,"username":"u"}'. */
+export function commentOnRole(marker: RoleMarker): string {
+  const { installation, namespace, name, uid, username } = marker;
+  const json = JSON.stringify({ installation, namespace, name, uid, username });
+  return `COMMENT ON ROLE ${quoteIdentifier(username)} IS ${quoteLiteral(MARKER_V2_PREFIX + json)};`;
 }
 
-/** The marker in a role comment, or undefined for any comment we did not write. */
-export function parseRoleComment(comment: string | null | undefined): RoleMarker | undefined {
+const isString = (v: unknown): v is string => typeof v === 'string' && v !== '';
+
+/** The marker in a role comment (either version), or undefined for any comment we did not write. */
+export function parseRoleComment(comment: string | null | undefined): ParsedMarker | undefined {
   if (comment === null || comment === undefined || !comment.startsWith(MARKER_PREFIX)) return undefined;
+  const v2 = comment.startsWith(MARKER_V2_PREFIX);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(comment.slice(MARKER_PREFIX.length));
+    parsed = JSON.parse(comment.slice((v2 ? MARKER_V2_PREFIX : MARKER_PREFIX).length));
   } catch {
     return undefined;
   }
-  if (typeof parsed !== 'object' || parsed === null) return undefined;
-  const { namespace, name, uid } = parsed as Record<string, unknown>;
-  if (typeof namespace !== 'string' || typeof name !== 'string' || typeof uid !== 'string') return undefined;
-  return { namespace, name, uid };
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const { installation, namespace, name, uid, username } = parsed as Record<string, unknown>;
+  if (!isString(namespace) || !isString(name) || !isString(uid)) return undefined;
+  if (!v2) return { legacy: true, namespace, name, uid };
+  if (!isString(installation) || !isString(username)) return undefined;
+  return { installation, namespace, name, uid, username };
+}
+
+export function isLegacyMarker(marker: ParsedMarker): marker is LegacyRoleMarker {
+  return 'legacy' in marker;
+}
+
+/** Who may revoke a role: this installation's credential with this uid. */
+export interface RoleOwner {
+  installation: string;
+  uid: string;
+}
+
+/**
+ * Whether the comment on role `username` proves that `owner` created it: a v2 marker of this installation, for this
+ * credential uid, naming this very role. A legacy marker (no installation) proves it by the credential uid alone:
+ * the credential holds the role in its status, and a UID is unique to one cluster.
+ */
+export function markerProvesOwner(comment: string | null | undefined, username: string, owner: RoleOwner): boolean {
+  const marker = parseRoleComment(comment);
+  if (!marker || marker.uid !== owner.uid) return false;
+  if (isLegacyMarker(marker)) return true;
+  return marker.installation === owner.installation && marker.username === username;
 }
 
 /** Every role carrying a marker: columns rolname, comment. Input of the orphan sweep. */

@@ -34,6 +34,8 @@ export interface OperatorContext {
   informers: Informers;
   secretContents: SecretContents;
   rootSecrets: RootSecretWatches;
+  /** This installation's identity (CLUSTER_ID or the kube-system UID), named in the marker of every role it creates. */
+  installation: string;
 }
 
 export function keyOf(namespace: string, name: string): string {

@@ -22,7 +22,7 @@ import { throwIfAborted, type Result } from '../controller/controller.js';
 import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
-import { RoleAdmin, RoleAdminError } from '../postgres/roleAdmin.js';
+import { RevocationRefusedError, RoleAdmin, RoleAdminError, RoleExistsError } from '../postgres/roleAdmin.js';
 import { tenantView } from './tenantMessages.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
@@ -82,6 +82,9 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** How often a credential whose generated username is taken tries again. */
+const ROLE_EXISTS_RETRY_MS = 60_000;
+
 /** How often a Ready credential's role is checked to still exist (besides at every renewal). */
 const VERIFY_INTERVAL_MS = 5 * 60_000;
 
@@ -128,7 +131,7 @@ export class DatabaseCredentialReconciler {
     if (!finalizers.includes(CREDENTIAL_FINALIZER)) return {};
     const credKey = keyOf(cred.metadata.namespace, cred.metadata.name);
     const status = cred.status ?? {};
-    const { status: after, failed } = await runRevocations(status, status.roles ?? [], false, { revokeRole: (r) => this.revoke(r) });
+    const { status: after, failed } = await runRevocations(status, status.roles ?? [], false, { revokeRole: (r) => this.revoke(cred, r) });
     const abandoned = failed.filter((f) => this.mayAbandon(f.role.config));
     const stuck = failed.filter((f) => !abandoned.includes(f));
     if (stuck.length) {
@@ -154,16 +157,27 @@ export class DatabaseCredentialReconciler {
     return this.ctx.informers.configs.get(configKey)?.metadata.annotations?.[ABANDON_ROLES_ANNOTATION] === 'true';
   }
 
-  /** Revokes one role through the config that made it, on the server it was made on. */
-  private async revoke(held: HeldRole): Promise<void> {
+  /**
+   * Revokes one role through the config that made it, on the server it was made on — only if its marker proves
+   * that this installation made it for this credential (RoleAdmin.revokeRole's guard). A role the guard refuses is
+   * not ours to touch: it is forgotten (dropped from status) with a Warning Event, never retried.
+   */
+  private async revoke(cred: DatabaseCredential, held: HeldRole): Promise<void> {
     throwIfAborted();
+    const owner = { installation: this.ctx.installation, uid: cred.metadata.uid ?? '', acceptLegacy: held.state !== 'pending' };
     try {
       const admin = await this.adminFor(held);
       // A pending role may still be being created by a transaction a killed operator left running: let it finish.
       if (held.state === 'pending') await admin.waitForInFlightCreations();
       const role = this.ctx.informers.roles.get(held.role);
-      await admin.revokeRole(held.username, role?.spec.revocationStatements);
+      await admin.revokeRole(held.username, owner, role?.spec.revocationStatements);
     } catch (err) {
+      if (err instanceof RevocationRefusedError) {
+        countCredentialEvent('revocation_refused');
+        this.ctx.events.record(cred, 'Warning', 'RevocationRefused', `role ${held.username} was not revoked and is no longer tracked: it is not a role the operator created for this credential`);
+        this.ctx.logger.warn('revocation refused; role forgotten without touching it', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: held.username, config: held.config, why: err.message });
+        return;
+      }
       countCredentialEvent('revocation_failed');
       throw err;
     }
@@ -306,7 +320,7 @@ export class DatabaseCredentialReconciler {
       case 'lapse': {
         // Rotation is on but nothing can be issued, and the lease is over: the login is dead; revoke it (TTLs are
         // enforced) and wait for the role or config to come back, then issue at once. Never Expired.
-        const { status: after, failed } = await runRevocations(status, [decision.role], rotationEnabled, { revokeRole: (r) => this.revoke(r) });
+        const { status: after, failed } = await runRevocations(status, [decision.role], rotationEnabled, { revokeRole: (r) => this.revoke(cred, r) });
         const next = this.readyFalse(cred, after, decision.reason, `${decision.message}; the lease of ${decision.role.username} ended and a new login is issued as soon as this is fixed`);
         await this.commit(cred, next);
         if (failed.length) throw new Error(`revocation failed: ${describeFailures(failed)}`);
@@ -351,7 +365,7 @@ export class DatabaseCredentialReconciler {
       const live = await this.ctx.client.getResource<DatabaseCredential>('credential', cred.metadata.namespace, cred.metadata.name);
       if (live?.metadata.resourceVersion !== cred.metadata.resourceVersion) throw new Conflict('cached credential is stale');
     }
-    const { status, failed } = await runRevocations(settled.status, settled.revoke, rotationEnabled, { revokeRole: (r) => this.revoke(r) });
+    const { status, failed } = await runRevocations(settled.status, settled.revoke, rotationEnabled, { revokeRole: (r) => this.revoke(cred, r) });
     if (failed.length) {
       const message = describeFailures(failed);
       this.ctx.events.record(cred, 'Warning', 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`);
@@ -544,7 +558,7 @@ export class DatabaseCredentialReconciler {
           expiration: expiresAt,
           creationStatements: role.spec.creationStatements ?? [],
           rollbackStatements: role.spec.rollbackStatements,
-          marker: { namespace, name, uid: cred.metadata.uid ?? '' },
+          marker: { installation: this.ctx.installation, namespace, name, uid: cred.metadata.uid ?? '', username },
         });
       },
       writeSecret: async () => {
@@ -552,12 +566,19 @@ export class DatabaseCredentialReconciler {
         await this.writeSecret(cred, secretName, data, secret);
         await this.deleteOldSecret(cred, status.secretName, secretName);
       },
-      revokeRole: (r) => this.revoke(r),
+      revokeRole: (r) => this.revoke(cred, r),
     };
     try {
       status = await runIssue(status, held, now, graceMs, rotationEnabled, fx);
     } catch (err) {
       if (!(err instanceof RoleAdminError)) throw err;
+      if (err instanceof RoleExistsError) {
+        // A role of the generated name exists already (a template without {{random}}, or someone's user): the
+        // operator never adopts it, so never revokes it either. Retrying soon would meet the same role; look
+        // again every minute (PostgreSQL sends no event when it is dropped).
+        const result = await this.notReady(cred, cred.status ?? status, 'RoleExists', err.message);
+        return { requeueAfter: Math.min(result.requeueAfter ?? ROLE_EXISTS_RETRY_MS, ROLE_EXISTS_RETRY_MS) };
+      }
       await this.notReady(cred, cred.status ?? status, 'IssueFailed', err.message);
       throw err;
     }
@@ -643,7 +664,7 @@ export class DatabaseCredentialReconciler {
   }
 
   private async expire(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, secret: k8s.V1Secret | undefined): Promise<Result> {
-    const { status: after, failed } = await runRevocations(status, [active], false, { revokeRole: (r) => this.revoke(r) });
+    const { status: after, failed } = await runRevocations(status, [active], false, { revokeRole: (r) => this.revoke(cred, r) });
     if (failed.length) {
       const message = describeFailures(failed);
       await this.commit(cred, this.readyFalse(cred, status, 'RevocationFailed', `revocation failed (retrying with backoff): ${message}`));

@@ -1,10 +1,15 @@
-// The orphan sweep: every role this operator creates carries a COMMENT ON ROLE marker with its credential's
-// namespace/name/uid. A marked role whose credential no longer exists (or is a different object with the same
-// name) is revoked. This catches what a finalizer cannot: a credential force-deleted without its finalizer, or
-// roles left by an operator whose status writes were lost.
+// The orphan sweep: every role this operator creates carries a COMMENT ON ROLE marker naming its installation, its
+// credential's namespace/name/uid and the role itself. A role marked by this installation whose credential no
+// longer exists (or is a different object with the same name, or does not hold it) is revoked. This catches what
+// a finalizer cannot: a credential force-deleted without its finalizer, or roles left by an operator whose status
+// writes were lost. Another installation's roles on the same server are never touched; an old-format marker (no
+// installation) proves nothing, so such a role is re-marked when one of our credentials holds it and otherwise
+// only counted (dbcred_orphan_sweep_unproven_roles), never revoked.
 import { isTrue } from '../api/conditions.js';
 import { isNotFound } from '../k8s/client.js';
-import { countCredentialEvent } from '../metrics.js';
+import { countCredentialEvent, unprovenRoles } from '../metrics.js';
+import { RevocationRefusedError, type MarkedRole, type RoleAdmin } from '../postgres/roleAdmin.js';
+import { isLegacyMarker } from '../postgres/statements.js';
 import type { DatabaseCredential } from '../api/types.js';
 import { keyOf, resolveConfig, type OperatorContext } from './context.js';
 
@@ -33,6 +38,7 @@ export class OrphanSweeper {
     if (this.running) return [];
     this.running = true;
     const revoked: string[] = [];
+    const unproven: string[] = [];
     const seenServers = new Set<string>();
     try {
       for (const config of this.ctx.informers.configs.list()) {
@@ -42,23 +48,77 @@ export class OrphanSweeper {
           const server = `${resolved.settings.host}:${resolved.settings.port}`;
           if (seenServers.has(server)) continue;
           seenServers.add(server);
-          for (const { username, marker } of await resolved.admin.listMarkedRoles()) {
-            const why = await this.orphanReason(marker.namespace, marker.name, marker.uid, username);
-            if (!why) continue;
-            await resolved.admin.revokeRole(username);
-            revoked.push(username);
-            countCredentialEvent('orphan_revoked');
-            this.ctx.logger.info('orphaned role revoked', { username, credential: keyOf(marker.namespace, marker.name), config: resolved.key, why });
-            this.ctx.events.record(config, 'Normal', 'OrphanRevoked', `revoked role ${username}: ${why}`);
+          for (const role of await resolved.admin.listMarkedRoles()) {
+            try {
+              const swept = await this.sweepRole(resolved.admin, role);
+              if (swept.outcome === 'unproven') unproven.push(role.username);
+              if (swept.outcome === 'revoked') {
+                revoked.push(role.username);
+                this.ctx.events.record(config, 'Normal', 'OrphanRevoked', `revoked role ${role.username}: ${swept.why}`);
+              }
+            } catch (err) {
+              // One role that fails (a revocation PostgreSQL refuses) does not stop the others.
+              this.ctx.logger.warn('orphan sweep failed for a role', { username: role.username, config: resolved.key, error: err instanceof Error ? err.message : String(err) });
+            }
           }
         } catch (err) {
           this.ctx.logger.warn('orphan sweep failed for a config', { config: keyOf(config.metadata.namespace, config.metadata.name), error: err instanceof Error ? err.message : String(err) });
         }
       }
+      unprovenRoles.set(unproven.length);
+      if (unproven.length) {
+        this.ctx.logger.warn('roles with an operator marker that this installation cannot prove are its own; not swept', {
+          count: unproven.length,
+          usernames: unproven.slice(0, 20),
+        });
+      }
     } finally {
       this.running = false;
     }
     return revoked;
+  }
+
+  /**
+   * One marked role: another installation's is left alone; an old-format marker is replaced when one of our
+   * credentials holds the role, and is otherwise unproven; ours is revoked when its credential does not hold it.
+   */
+  private async sweepRole(admin: RoleAdmin, { username, marker, comment }: MarkedRole): Promise<{ outcome: 'kept' | 'unproven' } | { outcome: 'revoked'; why: string }> {
+    const installation = this.ctx.installation;
+    const credential = keyOf(marker.namespace, marker.name);
+    if (isLegacyMarker(marker)) {
+      if (!(await this.holds(marker.namespace, marker.name, marker.uid, username))) return { outcome: 'unproven' };
+      if (await admin.remarkRole({ installation, namespace: marker.namespace, name: marker.name, uid: marker.uid, username }, comment)) {
+        countCredentialEvent('remarked');
+        this.ctx.logger.info('old-format role marker replaced by this installation', { username, credential });
+      }
+      return { outcome: 'kept' };
+    }
+    if (marker.installation !== installation) return { outcome: 'kept' }; // another installation's role
+    if (marker.username !== username) return { outcome: 'unproven' }; // a marker copied onto another role
+    const why = await this.orphanReason(marker.namespace, marker.name, marker.uid, username);
+    if (!why) return { outcome: 'kept' };
+    try {
+      await admin.revokeRole(username, { installation, uid: marker.uid, acceptLegacy: false });
+    } catch (err) {
+      if (!(err instanceof RevocationRefusedError)) throw err;
+      this.ctx.logger.warn('orphan sweep refused to revoke a marked role', { username, credential, why: err.message });
+      return { outcome: 'unproven' };
+    }
+    countCredentialEvent('orphan_revoked');
+    this.ctx.logger.info('orphaned role revoked', { username, credential, why });
+    return { outcome: 'revoked', why };
+  }
+
+  /** Whether this installation's credential namespace/name with this uid holds the role in its status (live read on a cache miss). */
+  private async holds(namespace: string, name: string, uid: string, username: string): Promise<boolean> {
+    if (!this.ctx.informers.credentials.covers(namespace)) return false;
+    const held = (c: DatabaseCredential | undefined) => c?.metadata.uid === uid && (c.status?.roles ?? []).some((r) => r.username === username);
+    if (held(this.ctx.informers.credentials.get(keyOf(namespace, name)))) return true;
+    try {
+      return held(await this.ctx.client.getResource<DatabaseCredential>('credential', namespace, name));
+    } catch {
+      return false;
+    }
   }
 
   /**

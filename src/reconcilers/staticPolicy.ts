@@ -7,6 +7,7 @@
 // anything runs.
 import type { DatabaseConfigSpec, StaticRoleAttribute } from '../api/types.js';
 import type { RoleAttributes, StaticUserFacts } from '../postgres/roleAdmin.js';
+import { MARKER_PREFIX } from '../postgres/statements.js';
 
 /** A refusal: the Ready=False reason and a message that names the user's side of the problem. */
 export interface StaticRefusal {
@@ -26,9 +27,6 @@ export function allowanceOf(spec: DatabaseConfigSpec): StaticAllowance {
     predefinedRoles: new Set(spec.staticRoles?.allowedPredefinedRoles ?? []),
   };
 }
-
-/** Comments the operator writes on the roles it issues start with this (statements.ts, commentOnRole). */
-const OPERATOR_MARKER_PREFIX = 'dbcred:';
 
 const ATTRIBUTES: ReadonlyArray<[StaticRoleAttribute, (r: RoleAttributes) => boolean]> = [
   ['CREATEROLE', (r) => r.createRole],
@@ -56,7 +54,7 @@ export function staticUserRefusal(username: string, facts: StaticUserFacts | und
   if (facts.reachable.some((r) => adminNames.has(r.name))) {
     return { reason: 'StaticUserIsAdmin', message: 'the static user is a member of the admin role this DatabaseConfig connects as; a static role cannot manage it' };
   }
-  if (facts.user.comment?.startsWith(OPERATOR_MARKER_PREFIX)) {
+  if (facts.user.comment?.startsWith(MARKER_PREFIX)) {
     return { reason: 'StaticUserIsDynamic', message: `PostgreSQL user "${username}" was issued by the operator for a DatabaseCredential; a static role cannot manage it` };
   }
   const superuser = everyRole.find((r) => r.superuser);

@@ -21,6 +21,7 @@ const TENANT_SUMMARIES: Readonly<Record<string, string>> = {
   ConfigNotReady: 'the database connection of the DatabaseRole is not working',
   RoleNotAllowed: 'the database connection of the DatabaseRole does not allow it',
   IssueFailed: 'the database refused to create the login',
+  RoleExists: 'a database user with the generated name exists already, and is never taken over',
   RevocationFailed: 'the database refused to revoke a login (retrying with backoff)',
 };
 

@@ -31,7 +31,8 @@ export type SecretCheck =
 
 export interface MarkedRole {
   username: string;
-  marker: RoleMarker;
+  /** Which credential the marker names (its installation is not checked here: the auditor sees one cluster). */
+  marker: Pick<RoleMarker, 'namespace' | 'name' | 'uid'>;
 }
 
 export interface NamespaceState {

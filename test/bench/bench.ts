@@ -498,7 +498,7 @@ async function main(): Promise<number> {
         const last = Math.max(...defined(ft.map((t) => t.secretAt)));
         // Clean up what the floor made: revoke its roles, let go of its objects.
         await phase(`${label}-cleanup`, async () => {
-          await mapLimit(res.usernames, POOL_SIZE, (u) => floor.admin.revokeRole(u));
+          await mapLimit(res.usernames, POOL_SIZE, (u) => floor.revoke(u));
           await mapLimit(floorNames, CONCURRENCY, (name) =>
             custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { metadata: { finalizers: null } } }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch)),
           );

@@ -73,6 +73,9 @@ interface Created {
   obj: DatabaseCredential;
 }
 
+/** The installation id in the markers of the floor's roles: never an operator's. */
+const FLOOR_INSTALLATION = 'bench-floor';
+
 export class Floor {
   private readonly userCustom: k8s.CustomObjectsApi;
   private readonly custom: k8s.CustomObjectsApi;
@@ -81,6 +84,8 @@ export class Floor {
   readonly admin: RoleAdmin;
   private readonly counts = new Map<string, number>();
   private readonly destroyAgent: () => void;
+  /** The uid of the credential each issued role belongs to: the revocation guard's proof. */
+  private readonly owners = new Map<string, string>();
 
   constructor(private readonly o: FloorOptions) {
     const keepAlive = o.keepAlive ? keepAliveKubeConfig(o.kc) : undefined;
@@ -92,6 +97,11 @@ export class Floor {
     this.pool = new pg.Pool(poolConfig(o.settings));
     this.pool.on('error', () => undefined);
     this.admin = new RoleAdmin(this.pool, (database) => poolConfig({ ...o.settings, database }));
+  }
+
+  /** Revokes a role this floor issued (through the operator's guarded revocation). */
+  async revoke(username: string): Promise<void> {
+    await this.admin.revokeRole(username, { installation: FLOOR_INSTALLATION, uid: this.owners.get(username) ?? '', acceptLegacy: false });
   }
 
   private count(verb: string): void {
@@ -220,8 +230,9 @@ export class Floor {
       passwordForSQL: await scramSha256Verifier(password),
       expiration: expiresAt,
       creationStatements: o.creationStatements,
-      marker: { namespace: ns, name, uid: obj.metadata.uid ?? '' },
+      marker: { installation: FLOOR_INSTALLATION, namespace: ns, name, uid: obj.metadata.uid ?? '', username },
     });
+    this.owners.set(username, obj.metadata.uid ?? '');
 
     // The Secret.
     const data = buildSecretData({

@@ -3,10 +3,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { DatabaseConfig, DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
+import pg from 'pg';
 import { httpGet } from '../env/controlplane.js';
 import { freePort } from '../env/processes.js';
 import { assertNoViolations } from '../audit/auditor.js';
-import { markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn, createNamespace, deleteNamespaceAndWait, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
+import { markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn, createNamespace, deleteNamespaceAndWait, installationOf, markerComment, loginError, queryAs, testEnv, waitFor, type TestEnv } from './harness.js';
 import {
   OperatorProcess,
   apply,
@@ -213,14 +214,16 @@ describe('dynamic credentials', function () {
 
   it('sweeps a marked role whose credential no longer exists', async () => {
     const orphan = `v-orphan-${Date.now()}`;
-    await queryAs(env.postgres.connection, `CREATE ROLE "${orphan}" LOGIN; COMMENT ON ROLE "${orphan}" IS 'dbcred:{"namespace":"${ns}","name":"gone","uid":"00000000-0000-0000-0000-000000000000"}'`);
+    const marker = markerComment(await installationOf(env), ns, 'gone', '00000000-0000-0000-0000-000000000000', orphan);
+    await queryAs(env.postgres.connection, `CREATE ROLE "${orphan}" LOGIN; COMMENT ON ROLE "${orphan}" IS ${pg.escapeLiteral(marker)}`);
     await waitFor('the orphan to be revoked', async () => !(await roleExists(orphan)), { timeoutMs: 20_000, intervalMs: 250 });
   });
 
   it('sweeps a marked role that a live credential does not hold', async () => {
     const { cred } = await issued('crash');
     const leaked = `v-leaked-${Date.now()}`;
-    await queryAs(env.postgres.connection, `CREATE ROLE "${leaked}" LOGIN; COMMENT ON ROLE "${leaked}" IS 'dbcred:{"namespace":"${ns}","name":"crash","uid":"${cred.metadata.uid}"}'`);
+    const marker = markerComment(await installationOf(env), ns, 'crash', cred.metadata.uid ?? '', leaked);
+    await queryAs(env.postgres.connection, `CREATE ROLE "${leaked}" LOGIN; COMMENT ON ROLE "${leaked}" IS ${pg.escapeLiteral(marker)}`);
     await waitFor('the leaked role to be revoked', async () => !(await roleExists(leaked)), { timeoutMs: 20_000, intervalMs: 250 });
     assert.equal(await roleExists(cred.status?.username ?? ''), true, 'the role the credential holds stays');
   });

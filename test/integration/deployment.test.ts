@@ -17,7 +17,8 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
   before(async function () {
     this.timeout(600_000);
     env = await testEnv();
-    await env.kubectl(['apply', '-f', path.join(REPO_ROOT, 'deploy', 'base', 'namespace.yaml'), '-f', path.join(REPO_ROOT, 'deploy', 'base', 'rbac.yaml')]);
+    const base = (file: string) => ['-f', path.join(REPO_ROOT, 'deploy', 'base', file)];
+    await env.kubectl(['apply', ...base('namespace.yaml'), ...base('rbac.yaml'), ...base('cluster-identity.yaml')]);
     saKubeconfig = (await serviceAccountKubeconfig(env, 'dbcred-system', 'dbcred-operator')).path;
     ns = await createNamespace(env, 'deployed');
   });
@@ -43,7 +44,7 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
     return r;
   }
 
-  it('runs under the ServiceAccount with only the permissions deploy/base/rbac.yaml grants', async () => {
+  it('runs under the ServiceAccount with only the permissions deploy/base grants (rbac.yaml, cluster-identity.yaml)', async () => {
     const a = replica('replica-a');
     await waitFor('replica-a to lead', async () => a.output.includes('became leader'), { timeoutMs: 30_000 });
     const b = replica('replica-b');

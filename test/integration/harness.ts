@@ -156,6 +156,18 @@ export async function roleExists(conn: PostgresConnection, username: string): Pr
   return (await queryAs(conn, `SELECT 1 FROM pg_roles WHERE rolname = ${pg.escapeLiteral(username)}`)).rowCount === 1;
 }
 
+/** The installation id an operator started by the tests uses (no CLUSTER_ID): the UID of the namespace kube-system. */
+export async function installationOf(env: Pick<TestEnv, 'core'>): Promise<string> {
+  const uid = (await env.core.readNamespace({ name: 'kube-system' })).metadata?.uid;
+  if (!uid) throw new Error('kube-system has no uid');
+  return uid;
+}
+
+/** The comment text of the marker the operator of `installation` writes on a role it creates for a credential. */
+export function markerComment(installation: string, namespace: string, name: string, uid: string, username: string): string {
+  return `dbcred:v2:${JSON.stringify({ installation, namespace, name, uid, username })}`;
+}
+
 /** The roles carrying the operator's marker for the credential namespace/name. */
 export async function markedRolesOf(conn: PostgresConnection, namespace: string, name: string): Promise<string[]> {
   const pattern = `%"namespace":${JSON.stringify(namespace)},"name":${JSON.stringify(name)}%`;

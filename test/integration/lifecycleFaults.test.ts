@@ -6,11 +6,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import { PostgresServer } from '../env/postgres.js';
 import { freePort } from '../env/processes.js';
-import { loginError, queryAs, waitFor, type TestEnv, markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn } from './harness.js';
+import { installationOf, markerComment, loginError, queryAs, waitFor, type TestEnv, markedRolesOf as markedRolesOfOn, roleExists as roleExistsOn } from './harness.js';
 import { operatorSuite } from './suite.js';
 import {
   OperatorProcess,
@@ -98,7 +99,7 @@ describe('credential lifecycle under faults', function () {
     const newPassword = `pw-${Math.random().toString(36).slice(2)}-Ab1`;
     const expires = new Date(Date.now() + 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
     await q(`CREATE ROLE "${newUser}" LOGIN PASSWORD '${newPassword}' VALID UNTIL '${expires}';
-             COMMENT ON ROLE "${newUser}" IS 'dbcred:{"namespace":"${ns}","name":"interrupted","uid":"${cred.metadata.uid}"}'`);
+             COMMENT ON ROLE "${newUser}" IS ${pg.escapeLiteral(markerComment(await installationOf(env), ns, 'interrupted', cred.metadata.uid ?? '', newUser))}`);
     const roles = [...(cred.status?.roles ?? []), { username: newUser, state: 'pending', config: `${ns}/pg`, role: `${ns}/reader`, issuedAt: new Date().toISOString(), expiresAt: expires }];
     await kubectl('patch', 'databasecredential', 'interrupted', '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { roles } }));
     await kubectl('patch', 'secret', 'interrupted', '--type=merge', '-p', JSON.stringify({ stringData: { username: newUser, password: newPassword } }));

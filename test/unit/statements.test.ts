@@ -8,6 +8,8 @@ import {
   databasesWithDependenciesQuery,
   defaultRenewStatements,
   formatExpiration,
+  isLegacyMarker,
+  markerProvesOwner,
   parseRoleComment,
   placeholdersIn,
   quoteIdentifier,
@@ -317,20 +319,52 @@ describe('buildRevocation', () => {
 });
 
 describe('role comment marker', () => {
-  const marker = { namespace: 'team-a', name: "app'db", uid: '6f1c-42' };
+  const marker = { installation: 'c1', namespace: 'team-a', name: "app'db", uid: '6f1c-42', username: 'v-app-1' };
+  const owner = { installation: 'c1', uid: '6f1c-42' };
 
-  it('writes the marker as an escaped literal', () => {
+  it('writes the marker, naming installation and role, as an escaped literal on that role', () => {
     assert.equal(
-      commentOnRole('v-app-1', marker),
-      `COMMENT ON ROLE "v-app-1" IS 'dbcred:{"namespace":"team-a","name":"app''db","uid":"6f1c-42"}';`,
+      commentOnRole(marker),
+      `COMMENT ON ROLE "v-app-1" IS 'dbcred:v2:{"installation":"c1","namespace":"team-a","name":"app''db","uid":"6f1c-42","username":"v-app-1"}';`,
     );
   });
 
   it('reads back what it wrote', () => {
-    assert.deepEqual(parseRoleComment(`dbcred:{"namespace":"team-a","name":"app'db","uid":"6f1c-42"}`), marker);
+    assert.deepEqual(parseRoleComment(`dbcred:v2:{"installation":"c1","namespace":"team-a","name":"app'db","uid":"6f1c-42","username":"v-app-1"}`), marker);
   });
 
-  for (const comment of [null, undefined, '', 'hand-made role', 'dbcred:', 'dbcred:{bad json', 'dbcred:[]', 'dbcred:{"namespace":"a","name":"b"}']) {
+  it('reads an old-format marker as legacy', () => {
+    const legacy = parseRoleComment(`dbcred:{"namespace":"team-a","name":"app'db","uid":"6f1c-42"}`);
+    assert.deepEqual(legacy, { legacy: true, namespace: 'team-a', name: "app'db", uid: '6f1c-42' });
+    assert.ok(legacy && isLegacyMarker(legacy));
+  });
+
+  for (const comment of [
+    null, undefined, '', 'hand-made role', 'dbcred:', 'dbcred:{bad json', 'dbcred:[]', 'dbcred:{"namespace":"a","name":"b"}',
+    'dbcred:v2:{"namespace":"a","name":"b","uid":"c","username":"u"}', // v2 without installation
+    'dbcred:v2:{"installation":"i","namespace":"a","name":"b","uid":"c"}', // v2 without username
+    'dbcred:v2:{"installation":"","namespace":"a","name":"b","uid":"c","username":"u"}',
+  ]) {
     it(`ignores ${JSON.stringify(comment)}`, () => assert.equal(parseRoleComment(comment), undefined));
   }
+
+  describe('markerProvesOwner', () => {
+    const v2 = (m: Partial<typeof marker>) => `dbcred:v2:${JSON.stringify({ ...marker, ...m })}`;
+    it('holds for this installation, this credential uid and this very role', () => {
+      assert.equal(markerProvesOwner(v2({}), 'v-app-1', owner), true);
+    });
+    for (const [what, comment, username] of [
+      ['another installation', v2({ installation: 'c2' }), 'v-app-1'],
+      ['another credential', v2({ uid: 'other' }), 'v-app-1'],
+      ['a marker copied onto another role', v2({}), 'postgres'],
+      ['no comment', null, 'v-app-1'],
+      ['a comment that is not ours', 'owned by the DBA', 'v-app-1'],
+      ['an old-format marker of another credential', 'dbcred:{"namespace":"team-a","name":"x","uid":"other"}', 'v-app-1'],
+    ] as const) {
+      it(`does not hold for ${what}`, () => assert.equal(markerProvesOwner(comment, username, owner), false));
+    }
+    it('an old-format marker proves ownership by the credential uid alone', () => {
+      assert.equal(markerProvesOwner('dbcred:{"namespace":"team-a","name":"x","uid":"6f1c-42"}', 'v-app-1', owner), true);
+    });
+  });
 });
