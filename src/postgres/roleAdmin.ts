@@ -195,11 +195,20 @@ const ROLE_EXISTED = 'DB001';
 const ROLE_NOT_CREATED = 'DB002';
 const ADMIN_CREATED = 'DB003';
 
+/** RAISE EXCEPTION with the role's name for %, and one of our SQLSTATEs. */
+function raise(message: string, role: string, code: string): string {
+  return `RAISE EXCEPTION ${quoteLiteral(message)}, ${role} USING ERRCODE = '${code}';`;
+}
+
+const roleWhere = (role: string) => `FROM pg_catalog.pg_roles WHERE rolname = ${role}`;
+
 /** Before the creation statements: the role must not exist yet (an idempotent template would otherwise adopt it). */
 function refuseExistingRole(username: string): string {
   const role = quoteLiteral(username);
-  return `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
-    `RAISE EXCEPTION 'role % exists already; the operator creates only new roles', ${role} USING ERRCODE = '${ROLE_EXISTED}'; END IF; END $dbcred$`;
+  return (
+    `DO $dbcred$ BEGIN IF EXISTS (SELECT 1 ${roleWhere(role)}) THEN ` +
+    `${raise('role % exists already; the operator creates only new roles', role, ROLE_EXISTED)} END IF; END $dbcred$`
+  );
 }
 
 /**
@@ -208,13 +217,16 @@ function refuseExistingRole(username: string): string {
  */
 function checkCreatedRole(username: string): string {
   const role = quoteLiteral(username);
-  const raise = (message: string, code: string) => `RAISE EXCEPTION '${message}', ${role} USING ERRCODE = '${code}';`;
-  return `DO $dbcred$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
-    `${raise('creationStatements did not create role %', ROLE_NOT_CREATED)} END IF; ` +
-    `IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
-    `${raise('creationStatements made role % a superuser; the operator never issues superusers', ADMIN_CREATED)} END IF; ` +
-    `IF (SELECT rolcreaterole FROM pg_catalog.pg_roles WHERE rolname = ${role}) THEN ` +
-    `${raise('creationStatements gave role % CREATEROLE; the operator never issues roles that administer roles', ADMIN_CREATED)} END IF; END $dbcred$`;
+  return (
+    `DO $dbcred$ BEGIN ` +
+    `IF NOT EXISTS (SELECT 1 ${roleWhere(role)}) THEN ` +
+    `${raise('creationStatements did not create role %', role, ROLE_NOT_CREATED)} END IF; ` +
+    `IF (SELECT rolsuper ${roleWhere(role)}) THEN ` +
+    `${raise('creationStatements made role % a superuser; the operator never issues superusers', role, ADMIN_CREATED)} END IF; ` +
+    `IF (SELECT rolcreaterole ${roleWhere(role)}) THEN ` +
+    `${raise('creationStatements gave role % CREATEROLE; the operator never issues roles that administer roles', role, ADMIN_CREATED)} ` +
+    `END IF; END $dbcred$`
+  );
 }
 
 /** $1: the role. What revocation must know before it touches the role. */
@@ -240,8 +252,12 @@ function revocationRefusal(username: string, row: RevocationGuardRow, owner: Rev
   if (row.create_role) return `role "${username}" has CREATEROLE (it may be the admin of a DatabaseConfig)`;
   if (row.predefined) return `role "${username}" is defined by PostgreSQL`;
   const marker = parseRoleComment(row.comment);
-  if (marker && isLegacyMarker(marker) && !owner.acceptLegacy) return `role "${username}" carries an old-format marker, which does not prove that this credential created it`;
-  if (!markerProvesOwner(row.comment, username, owner)) return `role "${username}" carries no marker of this installation for this credential: the operator did not create it`;
+  if (marker && isLegacyMarker(marker) && !owner.acceptLegacy) {
+    return `role "${username}" carries an old-format marker, which does not prove that this credential created it`;
+  }
+  if (!markerProvesOwner(row.comment, username, owner)) {
+    return `role "${username}" carries no marker of this installation for this credential: the operator did not create it`;
+  }
   return undefined;
 }
 
@@ -455,8 +471,8 @@ export class RoleAdmin {
 
   /**
    * Revokes a role so that it can log in nowhere and owns nothing. First the guard: the role must not be the user
-   * the operator connects as, a superuser, a CREATEROLE role or one PostgreSQL defines, and its marker must prove that `owner`
-   * created it; otherwise a RevocationRefusedError, and nothing changed. Then, with the role's own statements,
+   * the operator connects as, a superuser, a CREATEROLE role or one PostgreSQL defines, and its marker must prove
+   * that `owner` created it; otherwise a RevocationRefusedError, and nothing changed. Then, with the role's own statements,
    * those; otherwise the steps of buildRevocation: NOLOGIN, the admin joins the role (a CREATEROLE admin may end
    * only sessions of roles it is a member of), terminate its sessions and wait until none is left, REASSIGN OWNED +
    * DROP OWNED in every database it has objects or privileges in, DROP ROLE. Each step is idempotent, so a
