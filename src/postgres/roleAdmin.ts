@@ -44,11 +44,11 @@ export class RoleExistsError extends RoleAdminError {
 }
 
 /**
- * Revocation refused to touch a role: it is the admin the operator connects as, a superuser or a CREATEROLE role
- * (any config's admin is one), a role PostgreSQL defines, or its marker does not prove that this installation's
- * credential created it. Nothing was changed.
+ * Revocation or renewal refused to touch a role: it is the admin the operator connects as, a superuser or a
+ * CREATEROLE role (any config's admin is one), a role PostgreSQL defines, or its marker does not prove that this
+ * installation's credential created it. Nothing was changed.
  */
-export class RevocationRefusedError extends RoleAdminError {
+export class RoleNotOursError extends RoleAdminError {
   constructor(message: string) {
     super(message, 'privilege');
   }
@@ -181,8 +181,8 @@ export interface MarkedRole {
   comment: string;
 }
 
-/** Who asks for a revocation: the installation and credential the role's marker must name. */
-export interface RevocationOwner extends RoleOwner {
+/** Who asks for a revocation or renewal: the installation and credential the role's marker must name. */
+export interface RoleOwnerProof extends RoleOwner {
   /**
    * Whether a marker of the format before installations (namespace/name/uid, no installation) is proof enough.
    * Only for a role the credential has held as issued: every role this version creates carries the full marker.
@@ -229,14 +229,14 @@ function checkCreatedRole(username: string): string {
   );
 }
 
-/** $1: the role. What revocation must know before it touches the role. */
-const REVOCATION_GUARD_QUERY = `
+/** $1: the role. What revocation and renewal must know before they touch the role. */
+const GUARD_QUERY = `
 SELECT r.rolsuper AS superuser, r.rolcreaterole AS create_role, r.oid < 16384 AS predefined,
        r.rolname IN (current_user, session_user) AS connected,
        pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment
   FROM pg_catalog.pg_roles r WHERE r.rolname = $1`;
 
-interface RevocationGuardRow {
+interface GuardRow {
   superuser: boolean;
   create_role: boolean;
   predefined: boolean;
@@ -244,8 +244,8 @@ interface RevocationGuardRow {
   comment: string | null;
 }
 
-/** Why a role must not be revoked for this owner, or undefined when it may. */
-function revocationRefusal(username: string, row: RevocationGuardRow, owner: RevocationOwner): string | undefined {
+/** Why a role must not be revoked (or renewed) for this owner, or undefined when it may. */
+function guardRefusal(username: string, row: GuardRow, owner: RoleOwnerProof): string | undefined {
   if (row.connected) return `role "${username}" is the user the operator connects as`;
   if (row.superuser) return `role "${username}" is a superuser`;
   // Every DatabaseConfig's admin is a superuser or has CREATEROLE, this installation's or another's.
@@ -414,12 +414,27 @@ export class RoleAdmin {
     }
   }
 
-  async renewRole(username: string, expiration: Date, renewStatements?: string[]): Promise<void> {
+  /**
+   * Extends a role's VALID UNTIL (or runs the role's renewStatements) — after the same guard as revocation: a
+   * VALID UNTIL on the admin would be a revocation with a delay. A role the guard refuses: RoleNotOursError.
+   */
+  async renewRole(username: string, owner: RoleOwnerProof, expiration: Date, renewStatements?: string[]): Promise<void> {
     try {
+      if (!(await this.guard(username, owner, 'renewed'))) throw new RoleAdminError(`role "${username}" does not exist`, 'gone');
       await this.runStatements(renewStatements?.length ? renewStatements : defaultRenewStatements, username, expiration);
     } catch (err) {
+      if (err instanceof RoleAdminError) throw err;
       throw wrap(err, 'renewing role');
     }
+  }
+
+  /** The guard of revocation and renewal: false when the role does not exist; throws RoleNotOursError to refuse. */
+  private async guard(username: string, owner: RoleOwnerProof, what: 'revoked' | 'renewed'): Promise<boolean> {
+    const row = (await query<GuardRow>(this.pool, GUARD_QUERY, [username])).rows[0];
+    if (!row) return false;
+    const refusal = guardRefusal(username, row, owner);
+    if (refusal !== undefined) throw new RoleNotOursError(`not ${what}: ${refusal}`);
+    return true;
   }
 
   /**
@@ -472,19 +487,16 @@ export class RoleAdmin {
   /**
    * Revokes a role so that it can log in nowhere and owns nothing. First the guard: the role must not be the user
    * the operator connects as, a superuser, a CREATEROLE role or one PostgreSQL defines, and its marker must prove
-   * that `owner` created it; otherwise a RevocationRefusedError, and nothing changed. Then, with the role's own statements,
+   * that `owner` created it; otherwise a RoleNotOursError, and nothing changed. Then, with the role's own statements,
    * those; otherwise the steps of buildRevocation: NOLOGIN, the admin joins the role (a CREATEROLE admin may end
    * only sessions of roles it is a member of), terminate its sessions and wait until none is left, REASSIGN OWNED +
    * DROP OWNED in every database it has objects or privileges in, DROP ROLE. Each step is idempotent, so a
    * revocation that failed part-way is retried from the start. A role that is already gone is success; a session
    * that survives is a failure, never a success.
    */
-  async revokeRole(username: string, owner: RevocationOwner, revocationStatements?: string[]): Promise<void> {
+  async revokeRole(username: string, owner: RoleOwnerProof, revocationStatements?: string[]): Promise<void> {
     try {
-      const guard = (await query<RevocationGuardRow>(this.pool, REVOCATION_GUARD_QUERY, [username])).rows[0];
-      if (!guard) return;
-      const refusal = revocationRefusal(username, guard, owner);
-      if (refusal !== undefined) throw new RevocationRefusedError(`not revoked: ${refusal}`);
+      if (!(await this.guard(username, owner, 'revoked'))) return;
       if (revocationStatements?.length) {
         await this.runStatements(revocationStatements, username, new Date());
         return;

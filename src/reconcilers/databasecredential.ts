@@ -22,7 +22,7 @@ import { throwIfAborted, type Result } from '../controller/controller.js';
 import { countCredentialEvent } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
-import { RevocationRefusedError, RoleAdmin, RoleAdminError, RoleExistsError } from '../postgres/roleAdmin.js';
+import { RoleAdmin, RoleAdminError, RoleExistsError, RoleNotOursError, type RoleOwnerProof } from '../postgres/roleAdmin.js';
 import { tenantView } from './tenantMessages.js';
 import { scramSha256Verifier } from '../postgres/scram.js';
 import { renderUsername } from '../postgres/usernameTemplate.js';
@@ -164,7 +164,7 @@ export class DatabaseCredentialReconciler {
    */
   private async revoke(cred: DatabaseCredential, held: HeldRole): Promise<void> {
     throwIfAborted();
-    const owner = { installation: this.ctx.installation, uid: cred.metadata.uid ?? '', acceptLegacy: held.state !== 'pending' };
+    const owner = this.ownerProof(cred, held);
     try {
       const admin = await this.adminFor(held);
       // A pending role may still be being created by a transaction a killed operator left running: let it finish.
@@ -172,7 +172,7 @@ export class DatabaseCredentialReconciler {
       const role = this.ctx.informers.roles.get(held.role);
       await admin.revokeRole(held.username, owner, role?.spec.revocationStatements);
     } catch (err) {
-      if (err instanceof RevocationRefusedError) {
+      if (err instanceof RoleNotOursError) {
         countCredentialEvent('revocation_refused');
         this.ctx.events.record(cred, 'Warning', 'RevocationRefused', `role ${held.username} was not revoked and is no longer tracked: it is not a role the operator created for this credential`);
         this.ctx.logger.warn('revocation refused; role forgotten without touching it', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: held.username, config: held.config, why: err.message });
@@ -183,6 +183,12 @@ export class DatabaseCredentialReconciler {
     }
     countCredentialEvent('revoked');
     this.ctx.logger.info('role revoked', { username: held.username, was: held.state, config: held.config });
+  }
+
+  /** What a role's marker must say for this credential to revoke or renew it (RoleAdmin's guard). */
+  private ownerProof(cred: DatabaseCredential, held: HeldRole): RoleOwnerProof {
+    // Every role this version creates carries the full marker; an old-format one counts only for a role held as issued.
+    return { installation: this.ctx.installation, uid: cred.metadata.uid ?? '', acceptLegacy: held.state !== 'pending' };
   }
 
   /**
@@ -490,10 +496,16 @@ export class DatabaseCredentialReconciler {
   /** Extends the active lease; a role that no longer exists comes back as gone (the caller replaces it). */
   private async renew(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, until: Date, target: ResolvedTarget, now: Date, rotationEnabled: boolean): Promise<{ gone: boolean; status: DatabaseCredentialStatus }> {
     try {
-      if (!(await target.resolved.admin.roleExists(active.username))) return { gone: true, status };
-      await target.resolved.admin.renewRole(active.username, until, target.role.spec.renewStatements);
+      await target.resolved.admin.renewRole(active.username, this.ownerProof(cred, active), until, target.role.spec.renewStatements);
     } catch (err) {
       if (err instanceof RoleAdminError && err.kind === 'gone') return { gone: true, status };
+      if (err instanceof RoleNotOursError) {
+        // Listed as active, but not a role this credential created (a status edited or restored by hand): never
+        // extend it (a VALID UNTIL on someone else's user is a revocation with a delay). Forget it; issue a new one.
+        this.ctx.events.record(cred, 'Warning', 'RenewalRefused', `role ${active.username} was not renewed and is no longer tracked: it is not a role the operator created for this credential; issuing a new login`);
+        this.ctx.logger.warn('renewal refused; role forgotten without touching it', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username, why: err.message });
+        return { gone: true, status };
+      }
       throw err;
     }
     const next = renewed(status, active.username, now, until, target.lease, rotationEnabled);
@@ -590,7 +602,7 @@ export class DatabaseCredentialReconciler {
     }
     if (previous) {
       this.ctx.events.record(cred, 'Normal', 'Rotated', `issued ${username} (${why}); ${previous.username} is revoked after ${formatDuration(graceMs)}`);
-      await this.extendForGrace(resolved.admin, previous, new Date(now.getTime() + graceMs), role);
+      await this.extendForGrace(cred, resolved.admin, previous, new Date(now.getTime() + graceMs), role);
     } else {
       this.ctx.events.record(cred, 'Normal', 'Issued', `issued ${username} (${why}), valid until ${status.expiresAt}`);
     }
@@ -628,9 +640,9 @@ export class DatabaseCredentialReconciler {
   }
 
   /** A retiring role must stay valid through its grace period even if its lease would end sooner. */
-  private async extendForGrace(admin: RoleAdmin, previous: HeldRole, until: Date, role: DatabaseRole): Promise<void> {
+  private async extendForGrace(cred: DatabaseCredential, admin: RoleAdmin, previous: HeldRole, until: Date, role: DatabaseRole): Promise<void> {
     if (previous.expiresAt && new Date(previous.expiresAt) >= until) return;
-    await admin.renewRole(previous.username, until, role.spec.renewStatements).catch((err: unknown) =>
+    await admin.renewRole(previous.username, this.ownerProof(cred, previous), until, role.spec.renewStatements).catch((err: unknown) =>
       this.ctx.logger.warn('could not extend retiring role through its grace period', { username: previous.username, error: errorText(err) }),
     );
   }

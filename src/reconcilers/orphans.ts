@@ -8,7 +8,7 @@
 import { isTrue } from '../api/conditions.js';
 import { isNotFound } from '../k8s/client.js';
 import { countCredentialEvent, unprovenRoles } from '../metrics.js';
-import { RevocationRefusedError, type MarkedRole, type RoleAdmin } from '../postgres/roleAdmin.js';
+import { RoleNotOursError, type MarkedRole, type RoleAdmin } from '../postgres/roleAdmin.js';
 import { isLegacyMarker } from '../postgres/statements.js';
 import type { DatabaseCredential } from '../api/types.js';
 import { keyOf, resolveConfig, type OperatorContext } from './context.js';
@@ -100,7 +100,7 @@ export class OrphanSweeper {
     try {
       await admin.revokeRole(username, { installation, uid: marker.uid, acceptLegacy: false });
     } catch (err) {
-      if (!(err instanceof RevocationRefusedError)) throw err;
+      if (!(err instanceof RoleNotOursError)) throw err;
       this.ctx.logger.warn('orphan sweep refused to revoke a marked role', { username, credential, why: err.message });
       return { outcome: 'unproven' };
     }

@@ -7,6 +7,7 @@
 const TENANT_REASONS: ReadonlySet<string> = new Set([
   'RoleNotFound',
   'NamespaceNotAllowed',
+  'NamespaceNotWatched', // the namespace the tenant's roleRef names
   'InvalidTTL',
   'InvalidSecretTemplate',
   'SecretConflict',

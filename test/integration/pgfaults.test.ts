@@ -9,7 +9,7 @@ import { PoolRegistry, poolConfig, type ClientSource, type ConnectionSettings } 
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
 import { assertNoViolations } from '../audit/auditor.js';
 import { operatorSuite } from './suite.js';
-import { createNamespace, loginError, queryAs, testEnv, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
+import { createNamespace, loginError, markerComment, queryAs, testEnv, waitFor, type TestEnv, roleExists as roleExistsOn } from './harness.js';
 import { OperatorProcess, apply, condition, connectionFromSecret, credentialObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('PostgreSQL faults under load', function () {
@@ -31,6 +31,8 @@ describe('PostgreSQL faults under load', function () {
       Array.from({ length: n }, (_, i) => credentialObject(`${prefix}-${i}`, { roleRef: { name: 'reader' } }));
 
     /** The operator's sessions that are doing something (a query, or a transaction open between queries). */
+    /** The advisory lock key RoleAdmin takes for every role creation (roleAdmin.ts, DDL_LOCK_KEY: "dbcr"). */
+    const DDL_LOCK_KEY = 0x64626372;
     const busyOperatorSessions = async (): Promise<number> =>
       Number((await queryAs(env.postgres.connection,
         "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'dbcred-operator' AND state <> 'idle'")).rows[0]?.n ?? 0);
@@ -50,10 +52,20 @@ describe('PostgreSQL faults under load', function () {
 
     it('survives PostgreSQL restarting (fast shutdown: 57P01 on checked-out clients) mid-burst', async () => {
       const docs = burst('restart', 30);
-      await apply(env, ns, docs);
-      // Cut while the operator holds connections: its pool is busy issuing the burst.
-      await waitFor('the operator to be issuing', async () => (await busyOperatorSessions()) > 0, { timeoutMs: 30_000, intervalMs: 10 });
-      await env.postgres.restart();
+      // Cut while the operator holds connections mid-transaction: a session of the test holds the advisory lock that
+      // every creation takes first, so the burst's transactions wait inside the server until the restart ends them.
+      // (Polling for a busy session instead raced a burst that finished between two polls.)
+      const blocker = new pg.Client({ ...env.postgres.connection });
+      blocker.on('error', () => undefined);
+      await blocker.connect();
+      try {
+        await blocker.query('SELECT pg_advisory_lock($1)', [DDL_LOCK_KEY]);
+        await apply(env, ns, docs);
+        await waitFor('the operator to be waiting inside its creation transactions', async () => (await busyOperatorSessions()) > 0, { timeoutMs: 30_000, intervalMs: 50 });
+        await env.postgres.restart();
+      } finally {
+        await blocker.end().catch(() => undefined);
+      }
       await assertAllIssued(docs.map((d) => (d as { metadata: { name: string } }).metadata.name));
     });
 
@@ -168,14 +180,20 @@ describe('PostgreSQL faults under load', function () {
 
     it('turns a connection cut in the middle of a transaction into a retried error, not a crash', async () => {
       const admin = new RoleAdmin(registry.get('ns/cut', settings), (database) => poolConfig({ ...settings, database }));
-      // renewRole runs its statements in a transaction on a checked-out client: cut that client mid-statement.
-      const busy = admin.renewRole(user, new Date(), ['SELECT pg_sleep(1)']);
+      // renewRole runs its statements in a transaction on a checked-out client: cut that client mid-statement. It
+      // renews only a role whose marker names the caller, so the role is one "issued" by a test installation.
+      const target = `${user}-renewed`;
+      const owner = { installation: 'pgfaults-test', uid: 'cut-uid', acceptLegacy: false };
+      await queryAs(env.postgres.connection, `DROP ROLE IF EXISTS "${target}"; CREATE ROLE "${target}";
+        COMMENT ON ROLE "${target}" IS ${pg.escapeLiteral(markerComment(owner.installation, 'ns', 'cut', owner.uid, target))}`);
+      const busy = admin.renewRole(target, owner, new Date(), ['SELECT pg_sleep(1)']);
       const sleeping = `SELECT pid FROM pg_stat_activity WHERE usename = '${user}' AND query LIKE '%pg_sleep(1)%' AND state = 'active'`;
       await waitFor('the statement to run', async () => ((await queryAs(env.postgres.connection, sleeping)).rowCount ?? 0) > 0, { timeoutMs: 10_000, intervalMs: 10 });
       await queryAs(env.postgres.connection, `SELECT pg_terminate_backend(pid) FROM (${sleeping}) s`);
       await busy; // the pg Client emitted 'error' while checked out: heard, and the statements were retried
       assert.equal(await admin.roleExists(user), true, 'the admin still works');
       registry.remove('ns/cut');
+      await queryAs(env.postgres.connection, `DROP ROLE "${target}"`);
     });
 
     it('lets a query in flight and a checkout queued on the old pool finish, and sends later checkouts to the new one', async () => {

@@ -9,7 +9,7 @@ describe('tenantView: what a tenant sees of platform problems', () => {
   });
 
   it("another namespace sees the reason and where to look, never the platform's details", () => {
-    for (const reason of ['RoleNotReady', 'ConfigNotReady', 'ConfigNotFound', 'IssueFailed', 'RevocationFailed', 'SecretNotFound', 'InvalidSecret', 'SomethingNew']) {
+    for (const reason of ['RoleNotReady', 'ConfigNotReady', 'ConfigNotFound', 'IssueFailed', 'RevocationFailed', 'RoleExists', 'SecretNotFound', 'InvalidSecret', 'SomethingNew']) {
       const view = tenantView('team-a', 'platform', 'reader', reason, `${detail} root credentials Secret platform/pg-root`);
       assert.equal(view.redacted, true, reason);
       assert.ok(view.message.includes(`(${reason})`), view.message);
@@ -19,7 +19,7 @@ describe('tenantView: what a tenant sees of platform problems', () => {
   });
 
   it("reasons about the tenant's own request keep their message", () => {
-    for (const reason of ['RoleNotFound', 'NamespaceNotAllowed', 'InvalidTTL', 'InvalidSecretTemplate', 'SecretConflict', 'RoleDropped', 'Expired']) {
+    for (const reason of ['RoleNotFound', 'NamespaceNotAllowed', 'NamespaceNotWatched', 'InvalidTTL', 'InvalidSecretTemplate', 'SecretConflict', 'RoleDropped', 'Expired']) {
       assert.deepEqual(tenantView('team-a', 'platform', 'reader', reason, 'm'), { message: 'm', redacted: false }, reason);
     }
   });
