@@ -282,9 +282,9 @@ export class DatabaseCredentialReconciler {
       this.verifiedAt.set(credKey, now.getTime());
     }
     // Dropped outside the operator: the Secret no longer logs in. Say so, and replace it now.
-    const dropActive = async (username: string) => {
+    const dropActive = async (username: string, why = 'no longer exists in PostgreSQL') => {
       status = without(status, [username], rotationEnabled);
-      status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${username} no longer exists in PostgreSQL; issuing a new login`);
+      status = readyFalse(this.ctx, cred, status, 'RoleDropped', `role ${username} ${why}; issuing a new login`);
       cred = await this.commit(cred, status);
     };
     if (activeGone && active) await dropActive(active.username);
@@ -292,7 +292,7 @@ export class DatabaseCredentialReconciler {
     if (decision.action === 'renew' && target) {
       const outcome = await this.renew(cred, status, decision.role, decision.until, target, now, rotationEnabled);
       if (outcome.gone) {
-        await dropActive(decision.role.username);
+        await dropActive(decision.role.username, outcome.notOurs ? 'is not a role the operator created for this credential' : undefined);
         decision = observe(true);
       } else {
         status = outcome.status;
@@ -494,7 +494,7 @@ export class DatabaseCredentialReconciler {
   }
 
   /** Extends the active lease; a role that no longer exists comes back as gone (the caller replaces it). */
-  private async renew(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, until: Date, target: ResolvedTarget, now: Date, rotationEnabled: boolean): Promise<{ gone: boolean; status: DatabaseCredentialStatus }> {
+  private async renew(cred: DatabaseCredential, status: DatabaseCredentialStatus, active: HeldRole, until: Date, target: ResolvedTarget, now: Date, rotationEnabled: boolean): Promise<{ gone: boolean; notOurs?: boolean; status: DatabaseCredentialStatus }> {
     try {
       await target.resolved.admin.renewRole(active.username, this.ownerProof(cred, active), until, target.role.spec.renewStatements);
     } catch (err) {
@@ -504,7 +504,7 @@ export class DatabaseCredentialReconciler {
         // extend it (a VALID UNTIL on someone else's user is a revocation with a delay). Forget it; issue a new one.
         this.ctx.events.record(cred, 'Warning', 'RenewalRefused', `role ${active.username} was not renewed and is no longer tracked: it is not a role the operator created for this credential; issuing a new login`);
         this.ctx.logger.warn('renewal refused; role forgotten without touching it', { credential: keyOf(cred.metadata.namespace, cred.metadata.name), username: active.username, why: err.message });
-        return { gone: true, status };
+        return { gone: true, notOurs: true, status };
       }
       throw err;
     }

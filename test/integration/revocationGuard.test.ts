@@ -224,6 +224,37 @@ describe('revocation guard: the operator revokes only roles it created (issue 8)
     await q(`DROP ROLE ${ident(bystander)}`);
   });
 
+  it('never renews the admin listed as the active role (a VALID UNTIL would revoke it later): forgets it and issues a new login', async () => {
+    const validUntil = async () => (await q(`SELECT rolvaliduntil FROM pg_roles WHERE rolname = ${literal(admin().user)}`)).rows[0]?.rolvaliduntil as Date | null;
+    const before = await validUntil();
+    await apply(env, ns, [credentialObject('renewer', { roleRef: { name: 'reader' } })]);
+    const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'renewer', 'Ready', 'True');
+    const own = cred.status?.username ?? '';
+    const past = new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    const future = new Date(Date.now() + 3600_000).toISOString().replace(/\.\d+Z$/, 'Z');
+    // The status says the admin is the active login, due for renewal; the credential's own role is retiring.
+    const active = { username: admin().user, state: 'active', config: `${ns}/pg`, role: `${ns}/reader`, issuedAt: past, expiresAt: future, renewAt: past };
+    const retiring = { ...(cred.status?.roles?.[0] ?? {}), state: 'retiring', revokeAfter: future };
+    await env.kubectl(['-n', ns, 'patch', 'databasecredential', 'renewer', '--subresource=status', '--type=merge', '-p',
+      JSON.stringify({ status: { username: admin().user, roles: [retiring, active] } })]);
+    // And the Secret names it too (else the operator would replace the login for a changed Secret, not renew).
+    await env.kubectl(['-n', ns, 'patch', 'secret', 'renewer', '--type=merge', '-p', JSON.stringify({ stringData: { username: admin().user } })]);
+    await env.kubectl(['-n', ns, 'annotate', '--overwrite', 'databasecredential', 'renewer', 'test.dbcred.dev/poke=1']);
+    await waitFor('a new login in place of the listed admin', async () => {
+      const c = await getObject<DatabaseCredential>(env, 'databasecredentials', ns, 'renewer');
+      const users = (c?.status?.roles ?? []).map((r) => r.username);
+      return !users.includes(admin().user) && c?.status?.username !== undefined && c.status.username !== own && condition(c, 'Ready')?.status === 'True';
+    }, { timeoutMs: 30_000, intervalMs: 200 });
+    assert.deepEqual(await validUntil(), before, "the admin's VALID UNTIL is unchanged");
+    await untouched(admin().user, admin().password, { rolsuper: true, rolcreaterole: true });
+    const events = await env.core.listNamespacedEvent({ namespace: ns, fieldSelector: 'involvedObject.name=renewer,reason=RenewalRefused' });
+    assert.ok(events.items.some((e) => (e.message ?? '').includes(`role ${admin().user} was not renewed`)), 'a Warning Event says so');
+    assert.match(operator.output, new RegExp(`"message":"renewal refused; role forgotten without touching it".*"username":"${admin().user}"`), 'refused at renewal');
+    assert.equal(await loginError(connectionFromSecret((await readSecretData(env, ns, 'renewer')) ?? {})), undefined, 'the new login works');
+    await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'renewer', '--wait=true', '--timeout=60s']);
+    assert.equal(await roleExists(own), false, 'its own earlier role is revoked on delete');
+  });
+
   it('never revokes the CREATEROLE admin when a CREATEROLE tenant marks it (legacy or forged v2)', async () => {
     const tenant = `tenant-${tag}`;
     await q(`DROP ROLE IF EXISTS ${ident(tenant)}; CREATE ROLE ${ident(tenant)} LOGIN CREATEROLE PASSWORD 'tenant-pw'`);
