@@ -19,7 +19,7 @@ describe('tenantView: what a tenant sees of platform problems', () => {
   });
 
   it("reasons about the tenant's own request keep their message", () => {
-    for (const reason of ['RoleNotFound', 'NamespaceNotAllowed', 'InvalidTTL', 'InvalidSecretTemplate', 'SecretConflict', 'RoleDropped', 'Expired']) {
+    for (const reason of ['RoleNotFound', 'NamespaceNotWatched', 'NamespaceNotAllowed', 'InvalidTTL', 'InvalidSecretTemplate', 'SecretConflict', 'RoleDropped', 'Expired']) {
       assert.deepEqual(tenantView('team-a', 'platform', 'reader', reason, 'm'), { message: 'm', redacted: false }, reason);
     }
   });
