@@ -3,11 +3,14 @@
 // admin user, the root Secret, the server's address or PostgreSQL's error text: those stay on the platform's own
 // objects (the DatabaseRole and DatabaseConfig's status, an Event on the DatabaseRole) and in the operator's log.
 
-/** Reasons about the tenant's own request: their messages name only what the tenant wrote or owns. */
+/**
+ * Reasons about the tenant's own request: their messages name only what the tenant wrote or owns. NamespaceNotWatched
+ * too: its message names only the roleRef, and the operator has nothing on a role it does not watch to point to.
+ */
 const TENANT_REASONS: ReadonlySet<string> = new Set([
   'RoleNotFound',
+  'NamespaceNotWatched',
   'NamespaceNotAllowed',
-  'NamespaceNotWatched', // the namespace the tenant's roleRef names
   'InvalidTTL',
   'InvalidSecretTemplate',
   'SecretConflict',

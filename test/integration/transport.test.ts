@@ -140,10 +140,41 @@ describe('admin connection transport: authentication requests and TLS', function
   }
 
   it('the server sees the operator over TLS (pg_stat_ssl)', async () => {
-    const res = await queryAs(env.postgres.connection,
-      "SELECT bool_and(s.ssl) AS all_tls, count(*)::int AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dbcred-operator'");
-    assert.ok(res.rows[0].n > 0, 'the operator has connections');
-    assert.equal(res.rows[0].all_tls, true, 'every one of them is TLS (every config above uses TLS)');
+    // A server of this test's own, signed by the environment's CA. On the shared one, this operator (it watches
+    // every namespace) also serves the configs that earlier test files left behind, with sslmode=disable: their
+    // plaintext sessions carry the same application_name, so a server-wide count there says nothing about ours.
+    const server = new PostgresServer(path.join(tmp, 'pg-stat-ssl'), {}, { tls: { ca: env.postgres.ca } });
+    await server.init();
+    await server.start();
+    servers.push(server);
+    const root = { rootCredentialsSecretRef: { name: 'stat-root' } };
+    const statConfig = (name: string, query: string, extra: Record<string, unknown> = {}) =>
+      config(name, envURL(query, '127.0.0.1', server.port), { ...root, ...extra });
+    await apply(env, ns, [
+      secret('stat-root', { username: server.superuser, password: server.password }),
+      ...succeeding.map(([name, query, withCA]) => statConfig(`stat-${name}`, query, withCA ? { caSecretRef: { name: 'pg-ca' } } : {})),
+    ]);
+    for (const [name] of succeeding) {
+      const cfg = await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, `stat-${name}`, 'Ready', 'True');
+      assert.equal(condition(cfg, 'TLS')?.status, 'True');
+    }
+    // The operator's sessions on this server, by transport (a pool keeps its connection idle for 30s after use).
+    const sessions = async (): Promise<{ tls: number; plain: number }> => {
+      const res = await queryAs(server.connection,
+        "SELECT count(*) FILTER (WHERE s.ssl)::int AS tls, count(*) FILTER (WHERE NOT s.ssl)::int AS plain FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dbcred-operator'");
+      return res.rows[0] as { tls: number; plain: number };
+    };
+    const seen = await sessions();
+    assert.ok(seen.tls > 0, `the operator has TLS connections (${JSON.stringify(seen)})`);
+    assert.equal(seen.plain, 0, 'none of them is plaintext (every config above uses TLS)');
+
+    // The control: a plaintext config against the same server, and the same query sees its session.
+    await apply(env, ns, [statConfig('stat-plain', '?sslmode=disable')]);
+    const plain = await waitForCondition<DatabaseConfig>(env, 'databaseconfigs', ns, 'stat-plain', 'Ready', 'True');
+    assert.equal(condition(plain, 'TLS')?.status, 'False');
+    const withPlain = await sessions();
+    assert.ok(withPlain.plain > 0, `the query sees a plaintext session of the operator (${JSON.stringify(withPlain)})`);
+    await env.kubectl(['-n', ns, 'delete', 'databaseconfig', 'stat-plain', ...succeeding.map(([name]) => `stat-${name}`), '--wait=true', '--timeout=60s']);
   });
 
   it('a wrong CA fails with TLSCertificateUntrusted', async () => {
