@@ -286,8 +286,11 @@ export class DatabaseRoleReconciler {
     const last = rotatedAt ? new Date(rotatedAt) : undefined;
     // Namespaces that were handed this password and are no longer allowed: their copy must stop working.
     const lostAccess = deliveredTo(existing).filter((ns) => !allowsNamespace(role, ns));
+    // spec.static.username changed: the Secret (and every credential's copy) still names the previous user, whose
+    // password this role no longer manages. Set the new user's password now rather than at the next period.
+    const userChanged = existing !== undefined && decodeKey(existing, 'username') !== spec.username;
     const due =
-      !current || !last || pending !== undefined || lostAccess.length > 0 ||
+      !current || !last || pending !== undefined || lostAccess.length > 0 || userChanged ||
       (periodMs !== undefined && now.getTime() >= last.getTime() + periodMs) ||
       (rotateRequest !== undefined && rotateRequest !== status.rotateRequest);
     const write = (data: Record<string, string>, from: k8s.V1Secret | undefined, at: string | undefined) =>
@@ -306,7 +309,11 @@ export class DatabaseRoleReconciler {
       const fresh = await this.ctx.client.getSecret(role.metadata.namespace, secretName);
       await write({ username: spec.username, password }, fresh, toRFC3339(now));
       next = { ...next, lastRotationTime: toRFC3339(now), rotateRequest };
-      const why = lostAccess.length ? ` (namespaces no longer allowed had it: ${lostAccess.join(', ')})` : '';
+      const why = lostAccess.length
+        ? ` (namespaces no longer allowed had it: ${lostAccess.join(', ')})`
+        : userChanged
+          ? ` (static.username changed from "${decodeKey(existing, 'username') ?? ''}")`
+          : '';
       this.ctx.events.record(role, 'Normal', 'PasswordRotated', `rotated the password of PostgreSQL user "${spec.username}"${why}`);
       this.ctx.logger.info('static password rotated', { role: keyOf(role.metadata.namespace, role.metadata.name), username: spec.username, lostAccess });
     }

@@ -141,6 +141,26 @@ describe('static roles take over only what they may (issue 8)', function () {
     await env.kubectl(['delete', 'namespace', other, '--wait=false']);
   });
 
+  it('moves to a new static.username at once: the Secret and the credential log in as the new user', async () => {
+    const [before, after] = [`renamed_a_${tag}`, `renamed_b_${tag}`];
+    await createUser(before, 'old-a');
+    await createUser(after, 'old-b');
+    await apply(env, ns, [staticRole('renamed', before), credentialObject('uses-renamed', { roleRef: { name: 'renamed' } })]);
+    await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'uses-renamed', 'Ready', 'True');
+    const first = await readSecretData(env, ns, 'uses-renamed');
+    assert.equal(first?.username, before);
+    // No rotationPeriod: only the change of user can make it rotate now.
+    await apply(env, ns, [staticRole('renamed', after)]);
+    await waitFor('the credential to carry the new user', async () => (await readSecretData(env, ns, 'uses-renamed'))?.username === after, { timeoutMs: 30_000, intervalMs: 200 });
+    const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'uses-renamed', 'Ready', 'True');
+    assert.equal(cred.status?.username, after);
+    const data = await readSecretData(env, ns, 'uses-renamed');
+    assert.equal(await loginError(connectionFromSecret(data ?? {})), undefined, 'the Secret logs in as the new user');
+    assert.equal(await loginError(as(after, 'old-b')), '28P01', "the new user's earlier password no longer works");
+    assert.equal((await readSecretData(env, ns, 'renamed-static-password'))?.username, after);
+    await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'uses-renamed', '--wait=true', '--timeout=60s']);
+  });
+
   it('checks again before every rotation: a user that gains CREATEROLE later is left alone', async () => {
     const user = `later_${tag}`;
     await createUser(user, 'old-later');
