@@ -23,6 +23,8 @@ export interface OperatorConfig {
   /** How often roles marked by this operator are checked against their credentials (ms); 0 = off. */
   orphanSweepPeriodMs: number;
   identity: string;
+  /** CLUSTER_ID: this installation's identity in role markers; undefined = the kube-system namespace UID. */
+  clusterId: string | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -53,6 +55,19 @@ function boolSetting(env: NodeJS.ProcessEnv, name: string, dflt: boolean): boole
 }
 
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Printable, no quotes or backslashes (it is stored in JSON inside a SQL literal; both escape it anyway). */
+const CLUSTER_ID = /^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$/;
+
+/** CLUSTER_ID checked, or undefined when unset (the kube-system namespace UID is used then). */
+export function clusterIdSetting(env: NodeJS.ProcessEnv): string | undefined {
+  const raw = env.CLUSTER_ID;
+  if (raw === undefined || raw === '') return undefined;
+  if (!CLUSTER_ID.test(raw)) {
+    throw new ConfigError(`CLUSTER_ID=${JSON.stringify(raw.slice(0, 140))}: want 1 to 128 letters, digits or . _ : / - (starting with a letter or digit)`);
+  }
+  return raw;
+}
 
 /**
  * WATCH_NAMESPACES=a,b,c (or the older single WATCH_NAMESPACE=a, which also takes a list): the namespaces whose
@@ -95,5 +110,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     retryPeriodMs,
     orphanSweepPeriodMs: durationSetting(env, 'ORPHAN_SWEEP_PERIOD', '5m'),
     identity: env.POD_NAME || `${process.env.HOSTNAME ?? 'local'}-${process.pid}`,
+    clusterId: clusterIdSetting(env),
   };
 }

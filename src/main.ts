@@ -9,7 +9,7 @@ import { EventRecorder } from './k8s/events.js';
 import { NamespacedInformers, ResilientInformer, metadataWatch, objectKey } from './k8s/informer.js';
 import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
-import { InstallationError, resolveInstallation } from './k8s/installation.js';
+import { resolveInstallation } from './k8s/installation.js';
 import { createLogger, type Logger } from './logger.js';
 import { observeReconcile, registry } from './metrics.js';
 import { PoolRegistry } from './postgres/pool.js';
@@ -45,21 +45,17 @@ function changedForDependents(old: Resource | undefined, obj: Resource): boolean
 }
 
 /**
- * The installation id, read before anything else happens: every role's marker names it. A bad CLUSTER_ID exits 2;
- * an API server that does not answer is tried again for a while, then the process exits 1 (its pod restarts).
+ * The installation id, read before anything else happens: every role's marker names it. An API server that does
+ * not answer (or forbids the read) is tried again for a while, then the process exits 1 (its pod restarts).
  */
-async function installationOrExit(client: KubeClient, logger: Logger): Promise<string> {
+async function installationOrExit(client: KubeClient, clusterId: string | undefined, logger: Logger): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const id = await resolveInstallation(client);
-      logger.info('installation identity', { installation: id, source: process.env.CLUSTER_ID ? 'CLUSTER_ID' : 'kube-system namespace uid' });
+      const id = await resolveInstallation(client, clusterId);
+      logger.info('installation identity', { installation: id, source: clusterId !== undefined ? 'CLUSTER_ID' : 'kube-system namespace uid' });
       return id;
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      if (err instanceof InstallationError && process.env.CLUSTER_ID) {
-        console.error(`invalid setting: ${message}`);
-        process.exit(2);
-      }
       if (attempt >= 10) {
         logger.error('cannot establish the installation identity; exiting', { error: message });
         process.exit(1);
@@ -83,7 +79,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(settings.logLevel);
   const client = KubeClient.fromDefault();
-  const installation = await installationOrExit(client, logger);
+  const installation = await installationOrExit(client, settings.clusterId, logger);
   // One informer per watched namespace (namespaced list/watch only), or one for all namespaces.
   const namespaces = settings.watchNamespaces;
   const crInformer = <T extends AnyResource>(kind: KindKey) =>

@@ -109,36 +109,44 @@ export class OrphanSweeper {
     return { outcome: 'revoked', why };
   }
 
-  /** Whether this installation's credential namespace/name with this uid holds the role in its status (live read on a cache miss). */
-  private async holds(namespace: string, name: string, uid: string, username: string): Promise<boolean> {
-    if (!this.ctx.informers.credentials.covers(namespace)) return false;
-    const held = (c: DatabaseCredential | undefined) => c?.metadata.uid === uid && (c.status?.roles ?? []).some((r) => r.username === username);
-    if (held(this.ctx.informers.credentials.get(keyOf(namespace, name)))) return true;
-    try {
-      return held(await this.ctx.client.getResource<DatabaseCredential>('credential', namespace, name));
-    } catch {
-      return false;
-    }
-  }
-
   /**
-   * Why a marked role is an orphan, or undefined if it is not (or we cannot tell: never revoke on doubt). A role
-   * is listed in its credential's status.roles before it is created and stays there until it is revoked, so a
-   * role missing from the live status of its live credential has leaked, like one whose credential is gone.
-   * The cache answers "not an orphan" quickly; every "orphan" is confirmed with a live read.
+   * Where the role stands with its credential: held (listed in status.roles of the credential with that uid),
+   * gone (no such credential, or another object of that name), not-held (it exists and does not list the role), or
+   * unknown (a namespace this operator does not watch, or the API did not answer: never act on doubt). A role is
+   * listed in its credential's status.roles before it is created and until it is revoked, so a role missing from
+   * the live status of its live credential has leaked. The cache answers "held" quickly; anything else is
+   * confirmed with a live read.
    */
-  private async orphanReason(namespace: string, name: string, uid: string, username: string): Promise<string | undefined> {
+  private async standing(namespace: string, name: string, uid: string, username: string): Promise<'held' | 'gone' | 'not-held' | 'unknown'> {
     // A namespace this operator does not watch (namespaced install) is not ours to judge, nor to read.
-    if (!this.ctx.informers.credentials.covers(namespace)) return undefined;
-    const holds = (c: DatabaseCredential | undefined) => c?.metadata.uid === uid && (c.status?.roles ?? []).some((r) => r.username === username);
-    if (holds(this.ctx.informers.credentials.get(keyOf(namespace, name)))) return undefined;
+    if (!this.ctx.informers.credentials.covers(namespace)) return 'unknown';
+    const holds = (c: DatabaseCredential) => (c.status?.roles ?? []).some((r) => r.username === username);
+    const cached = this.ctx.informers.credentials.get(keyOf(namespace, name));
+    if (cached?.metadata.uid === uid && holds(cached)) return 'held';
     let live: DatabaseCredential | undefined;
     try {
       live = await this.ctx.client.getResource<DatabaseCredential>('credential', namespace, name);
     } catch (err) {
-      if (!isNotFound(err)) return undefined;
+      if (!isNotFound(err)) return 'unknown';
     }
-    if (!live || live.metadata.uid !== uid) return `its DatabaseCredential ${namespace}/${name} no longer exists`;
-    return holds(live) ? undefined : `DatabaseCredential ${namespace}/${name} does not hold it (not in status.roles)`;
+    if (!live || live.metadata.uid !== uid) return 'gone';
+    return holds(live) ? 'held' : 'not-held';
+  }
+
+  /** Whether this installation's credential namespace/name with this uid holds the role. */
+  private async holds(namespace: string, name: string, uid: string, username: string): Promise<boolean> {
+    return (await this.standing(namespace, name, uid, username)) === 'held';
+  }
+
+  /** Why a marked role of this installation is an orphan, or undefined if it is not (or we cannot tell). */
+  private async orphanReason(namespace: string, name: string, uid: string, username: string): Promise<string | undefined> {
+    switch (await this.standing(namespace, name, uid, username)) {
+      case 'gone':
+        return `its DatabaseCredential ${namespace}/${name} no longer exists`;
+      case 'not-held':
+        return `DatabaseCredential ${namespace}/${name} does not hold it (not in status.roles)`;
+      default:
+        return undefined;
+    }
   }
 }

@@ -168,6 +168,20 @@ export function markerComment(installation: string, namespace: string, name: str
   return `dbcred:v2:${JSON.stringify({ installation, namespace, name, uid, username })}`;
 }
 
+/**
+ * A barrier on the orphan sweep of `installation`: an orphan of its own (marked for a credential that never
+ * existed in `namespace`) is planted and waited on until the sweep revokes it; twice, so that at least one whole
+ * pass ran in between. Whatever that pass would have revoked is gone by then.
+ */
+export async function sweptTwice(conn: PostgresConnection, installation: string, namespace: string): Promise<void> {
+  for (let i = 0; i < 2; i++) {
+    const orphan = `v-barrier-${process.pid}-${Date.now()}-${i}`;
+    const marker = markerComment(installation, namespace, 'gone', '00000000-0000-0000-0000-000000000000', orphan);
+    await queryAs(conn, `CREATE ROLE ${pg.escapeIdentifier(orphan)} LOGIN; COMMENT ON ROLE ${pg.escapeIdentifier(orphan)} IS ${pg.escapeLiteral(marker)}`);
+    await waitFor(`the sweep of ${installation} to revoke ${orphan}`, async () => !(await roleExists(conn, orphan)), { timeoutMs: 30_000, intervalMs: 200 });
+  }
+}
+
 /** The roles carrying the operator's marker for the credential namespace/name. */
 export async function markedRolesOf(conn: PostgresConnection, namespace: string, name: string): Promise<string[]> {
   const pattern = `%"namespace":${JSON.stringify(namespace)},"name":${JSON.stringify(name)}%`;

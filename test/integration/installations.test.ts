@@ -16,7 +16,7 @@ import pg from 'pg';
 import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { ControlPlane, REPO_ROOT, controlPlaneBinDir, httpGet } from '../env/controlplane.js';
 import { freePort, removeOnExit, runCommand } from '../env/processes.js';
-import { installationOf, loginError, markerComment, queryAs, roleExists as roleExistsOn, testEnv, waitFor, type TestEnv } from './harness.js';
+import { installationOf, loginError, sweptTwice as sweptTwiceOn, markerComment, queryAs, roleExists as roleExistsOn, testEnv, waitFor, type TestEnv } from './harness.js';
 import { OperatorProcess, apply, connectionFromSecret, credentialObject, getObject, platformObjects, readSecretData, waitForCondition } from './operator.js';
 
 describe('two installations on one PostgreSQL server (issue 8)', function () {
@@ -94,14 +94,7 @@ describe('two installations on one PostgreSQL server (issue 8)', function () {
 
   const [blueOp, greenOp] = [() => operators[0]!, () => operators[1]!];
 
-  /** An orphan of this installation planted, then revoked by its sweep; twice, so a whole pass ran in between. */
-  async function sweptTwice(installation: string): Promise<void> {
-    for (let i = 0; i < 2; i++) {
-      const orphan = `v-barrier-${process.pid}-${Date.now()}-${i}`;
-      await q(`CREATE ROLE ${ident(orphan)} LOGIN; COMMENT ON ROLE ${ident(orphan)} IS ${literal(markerComment(installation, ns, 'gone', '00000000-0000-0000-0000-000000000000', orphan))}`);
-      await waitFor(`the sweep of ${installation} to revoke ${orphan}`, async () => !(await roleExists(orphan)), { timeoutMs: 30_000, intervalMs: 200 });
-    }
-  }
+  const sweptTwice = (installation: string) => sweptTwiceOn(blue.postgres.connection, installation, ns);
 
   async function issued(env: TestEnv, name: string): Promise<{ cred: DatabaseCredential; data: Record<string, string> }> {
     const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, name, 'Ready', 'True');

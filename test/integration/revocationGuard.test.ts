@@ -9,7 +9,7 @@ import type { DatabaseCredential } from '../../src/api/types.js';
 import { httpGet } from '../env/controlplane.js';
 import type { PostgresConnection } from '../env/postgres.js';
 import { freePort } from '../env/processes.js';
-import { installationOf, loginError, markedRolesOf as markedRolesOfOn, markerComment, queryAs, roleExists as roleExistsOn, waitFor, type TestEnv } from './harness.js';
+import { installationOf, loginError, sweptTwice as sweptTwiceOn, markedRolesOf as markedRolesOfOn, markerComment, queryAs, roleExists as roleExistsOn, waitFor, type TestEnv } from './harness.js';
 import { operatorSuite } from './suite.js';
 import { apply, condition, connectionFromSecret, credentialObject, getObject, readSecretData, waitForCondition, type OperatorProcess } from './operator.js';
 
@@ -77,14 +77,7 @@ describe('revocation guard: the operator revokes only roles it created (issue 8)
   });
   const plainCreation = [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`];
 
-  /** Two orphans of this installation planted one after the other, each revoked by the sweep: a whole pass ran in between. */
-  async function sweptTwice(): Promise<void> {
-    for (let i = 0; i < 2; i++) {
-      const orphan = `v-barrier-${tag}-${Date.now()}-${i}`;
-      await q(`CREATE ROLE ${ident(orphan)} LOGIN; COMMENT ON ROLE ${ident(orphan)} IS ${literal(markerComment(installation, ns, 'gone', '00000000-0000-0000-0000-000000000000', orphan))}`);
-      await waitFor(`the sweep to revoke ${orphan}`, async () => !(await roleExists(orphan)), { timeoutMs: 30_000, intervalMs: 200 });
-    }
-  }
+  const sweptTwice = () => sweptTwiceOn(admin(), installation, ns);
 
   async function unprovenGauge(): Promise<number> {
     const { body } = await httpGet(`http://127.0.0.1:${healthPort}/metrics`);
