@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy into a cache keyed
+# Builds etcd, kube-apiserver, kube-controller-manager, kubectl, and for the local node kube-scheduler and kubelet, from the Go module proxy into a cache keyed
 # by version, outside the work tree. Skips what is already there. Prints the cache directory on stdout (last line).
 #   DBCRED_CACHE_DIR   overrides the cache root (default: ${XDG_CACHE_HOME:-~/.cache}/dbcred-operator)
 set -euo pipefail
@@ -11,7 +11,7 @@ cache_root=${DBCRED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dbcred-operator}
 bin_dir="$cache_root/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION"
 mkdir -p "$bin_dir"
 
-want=(etcd kube-apiserver kube-controller-manager kubectl)
+want=(etcd kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet)
 missing=()
 for b in "${want[@]}"; do [ -x "$bin_dir/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
