@@ -26,3 +26,20 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "error: running as root, but there is no 'postgres' OS user for initdb (useradd -r -m postgres)." >&2
   exit 1
 fi
+
+# The local node (a real kubelet on containerd) and the locally built images. Installed when root on Debian; else
+# the tests that need a node say so and skip (the rest runs without).
+node_pkgs=()
+command -v containerd >/dev/null 2>&1 || node_pkgs+=(containerd)
+command -v runc >/dev/null 2>&1 || node_pkgs+=(runc)
+[ -x /usr/lib/cni/loopback ] || node_pkgs+=(containernetworking-plugins)
+command -v dockerd >/dev/null 2>&1 || node_pkgs+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || node_pkgs+=(debootstrap)
+if [ ${#node_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "local node: installing Debian's ${node_pkgs[*]} ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${node_pkgs[@]}" >/dev/null
+  else
+    echo "note: ${node_pkgs[*]} missing and not installable here (needs root and apt-get): the in-cluster tests will skip." >&2
+  fi
+fi
