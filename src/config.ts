@@ -11,6 +11,8 @@ export interface OperatorConfig {
   resyncPeriodMs: number;
   /** Port of the /healthz and /readyz endpoints; 0 = off. */
   healthPort: number;
+  /** SO_REUSEPORT on the health port: replicas that share one network namespace (hostNetwork on one node). */
+  healthReusePort: boolean;
   leaderElection: boolean;
   leaseNamespace: string;
   leaseName: string;
@@ -102,6 +104,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     workers: intSetting(env, 'WORKERS', 8, 1, 64),
     resyncPeriodMs: durationSetting(env, 'RESYNC_PERIOD', '10m'),
     healthPort: intSetting(env, 'HEALTH_PORT', 0, 0, 65535),
+    healthReusePort: boolSetting(env, 'HEALTH_REUSE_PORT', false),
     leaderElection: boolSetting(env, 'LEADER_ELECT', false),
     leaseNamespace: env.POD_NAMESPACE || 'dbcred-system',
     leaseName: env.LEASE_NAME || 'dbcred-operator-leader',

@@ -204,7 +204,9 @@ async function main(): Promise<void> {
           }
           res.writeHead(404).end();
         })
-        .listen(settings.healthPort)
+        // reusePort: with hostNetwork, two replicas on one node share the port (the kernel spreads connections, and
+        // both answer alike: ready once their caches are filled, leader or standby).
+        .listen({ port: settings.healthPort, reusePort: settings.healthReusePort })
     : undefined;
 
   const elector = settings.leaderElection
