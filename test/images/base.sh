@@ -40,8 +40,10 @@ debian_mirror() {
 rootfs_key=$(printf '%s\n' "$SUITE" "$VARIANT" "$INCLUDE" "${ROOTFS_TRIM[*]}" | sha256sum | cut -c1-16)
 rootfs_tar="$IMAGES_DIR/debian-$SUITE-$VARIANT-$rootfs_key.tar"
 base_tar="$IMAGES_DIR/base-$BASE_KEY.tar"
-work=$(mktemp -d "$IMAGES_DIR/.base-work.XXXXXX")
 unmount_under() { awk -v d="$1" '$2 == d || index($2, d "/") == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l; }
+# Work directories of a run that was killed outright (build.sh holds the lock: none is in use).
+for stale in "$IMAGES_DIR"/.base-work.*; do [ -d "$stale" ] && unmount_under "$stale" && rm -rf "$stale"; done
+work=$(mktemp -d "$IMAGES_DIR/.base-work.XXXXXX")
 cleanup() { unmount_under "$work"; rm -rf "$work"; }
 trap cleanup EXIT
 

@@ -96,7 +96,7 @@ run_logged() {
 run_container() {
   local deadline=$1 name=$2; shift 2
   "$DOCKER_CLI" rm -f "$name" >/dev/null 2>&1 || true
-  "$DOCKER_CLI" run -d --name "$name" "$@" >/dev/null
+  "$DOCKER_CLI" run --pull never -d --name "$name" "$@" >/dev/null
   timeout "$deadline" "$DOCKER_CLI" wait "$name" >/dev/null || true
   "$DOCKER_CLI" logs "$name" 2>&1
   "$DOCKER_CLI" rm -f "$name" >/dev/null 2>&1 || true
@@ -115,7 +115,7 @@ ensure_base() {
 
 check_operator() {
   local out uid
-  uid=$("$DOCKER_CLI" run --rm --network none "$OPERATOR_REF" id -u)
+  uid=$("$DOCKER_CLI" run --pull never --rm --network none "$OPERATOR_REF" id -u)
   [ "$uid" = 1000 ] || { echo "error: $OPERATOR_REF runs as uid $uid, want 1000" >&2; return 1; }
   # No cluster: past module loading, the operator's own logger reports that the API server does not answer.
   out=$(run_container 15 dbcred-image-check --read-only --network none --tmpfs /tmp \
@@ -130,10 +130,10 @@ check_operator() {
 
 check_workload() {
   local out rc t
-  out=$("$DOCKER_CLI" run --rm --read-only --network none --user 1000 "$WORKLOAD_REF" node /app/login.mjs files /nonexistent 2>&1) && rc=0 || rc=$?
+  out=$("$DOCKER_CLI" run --pull never --rm --read-only --network none --user 1000 "$WORKLOAD_REF" node /app/login.mjs files /nonexistent 2>&1) && rc=0 || rc=$?
   [ "$rc" = 1 ] && grep -q '^login failed: ' <<<"$out" || { echo "error: login.mjs without settings: exit $rc, '$out'" >&2; return 1; }
   "$DOCKER_CLI" rm -f dbcred-image-check >/dev/null 2>&1 || true
-  "$DOCKER_CLI" run -d --name dbcred-image-check --read-only --network none --user 1000 \
+  "$DOCKER_CLI" run --pull never -d --name dbcred-image-check --read-only --network none --user 1000 \
     -e DB_host=127.0.0.1 -e DB_port=1 -e DB_database=x -e DB_username=x -e DB_password=x -e DB_sslmode=disable \
     "$WORKLOAD_REF" node /app/serve.mjs env DB_ >/dev/null
   for i in $(seq 1 50); do "$DOCKER_CLI" logs dbcred-image-check 2>&1 | grep -q '^login failed' && break; sleep 0.2; done
@@ -150,6 +150,7 @@ check_workload() {
 
 build_operator() {
   ensure_base
+  t0=$SECONDS
   log "building $OPERATOR_REF from deploy/Dockerfile (NODE_IMAGE=$BASE_REF) ..."
   run_logged "operator-build" env DOCKER_BUILDKIT=1 "$DOCKER_CLI" build --network host --progress plain \
     -f "$REPO_ROOT/deploy/Dockerfile" --build-arg "NODE_IMAGE=$BASE_REF" -t "$OPERATOR_REF" "$REPO_ROOT"
@@ -157,6 +158,7 @@ build_operator() {
 }
 
 build_workload() {
+  t0=$SECONDS
   log "building $WORKLOAD_REF from test/images/workload (on $OPERATOR_REF) ..."
   run_logged "workload-build" env DOCKER_BUILDKIT=1 "$DOCKER_CLI" build --network host --progress plain \
     --build-arg "OPERATOR_IMAGE=$OPERATOR_REF" -t "$WORKLOAD_REF" "$REPO_ROOT/test/images/workload"
@@ -164,12 +166,13 @@ build_workload() {
 }
 
 # ensure_image REF TAR BUILD: the image in the daemon and its archive on disk, making only what is missing.
+# (BUILD sets t0 when its own work starts: the operator's time does not include making the base.)
 ensure_image() {
-  local ref=$1 tar=$2 build=$3 t0=$SECONDS
+  local ref=$1 tar=$2 build=$3 t0
   if ! have_image "$ref" && [ -f "$tar" ]; then "$DOCKER_CLI" load -i "$tar" >/dev/null; log "$ref loaded from $tar"; fi
   if ! have_image "$ref"; then
     "$build"
-    log "$ref built in $((SECONDS - t0))s ($(( $("$DOCKER_CLI" image inspect -f '{{.Size}}' "$ref") / 1000000 )) MB)"
+    log "$ref built and checked in $((SECONDS - t0))s ($(( $("$DOCKER_CLI" image inspect -f '{{.Size}}' "$ref") / 1000000 )) MB)"
   fi
   if [ ! -f "$tar" ]; then
     "$DOCKER_CLI" save "$ref" >"$tar.partial" && mv "$tar.partial" "$tar"
@@ -180,8 +183,8 @@ ensure_image() {
 ensure_image "$OPERATOR_REF" "$OPERATOR_TAR" build_operator
 ensure_image "$WORKLOAD_REF" "$WORKLOAD_TAR" build_workload
 
-# Keep the cache bounded: the three newest archives of each image, and in the daemon only the current tags (the
-# build cache stays, so that the next rebuild reuses npm ci's layer when the lockfile has not changed).
+# Keep the cache bounded: the three newest archives of each image, in the daemon only the current tags, and at
+# most 3 GB of build cache (enough that the next rebuild reuses npm ci's layer when the lockfile has not changed).
 for kind in base operator workload; do
   ls -1t "$IMAGES_DIR/$kind"-*.tar 2>/dev/null | tail -n +4 | xargs -r rm -f
 done
@@ -189,3 +192,4 @@ done
   grep -E '^dbcred-(operator|workload):' | grep -vxF -e "$OPERATOR_REF" -e "$WORKLOAD_REF" |
   xargs -r "$DOCKER_CLI" rmi >/dev/null 2>&1 || true
 "$DOCKER_CLI" image prune -f >/dev/null 2>&1 || true
+"$DOCKER_CLI" builder prune -f --keep-storage 3gb >/dev/null 2>&1 || true
