@@ -67,6 +67,12 @@ bench: build control-plane
 chaos: build control-plane
 	@SEED=$(SEED) DURATION=$(DURATION) node dist/test/chaos/cli.js
 
+# The operator image (deploy/Dockerfile) and the test workload image, built here with a Docker daemon of their own
+# and saved for containerd; cached by content in ~/.cache/dbcred-operator/images. Prints each ref and archive.
+.PHONY: images
+images: build
+	@node dist/test/env/images.js
+
 clean:
 	rm -rf dist .dev
 

