@@ -35,6 +35,7 @@ command -v runc >/dev/null 2>&1 || node_pkgs+=(runc)
 [ -x /usr/lib/cni/loopback ] || node_pkgs+=(containernetworking-plugins)
 command -v dockerd >/dev/null 2>&1 || node_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || node_pkgs+=(debootstrap)
+[ -x /bin/busybox ] || node_pkgs+=(busybox-static)   # the shell of the test image (test/env/ociImage.ts testboxImage)
 if [ ${#node_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "local node: installing Debian's ${node_pkgs[*]} ..." >&2

@@ -1,5 +1,6 @@
 // Shell entry points of the local environment:
 //   up     start it in the background (idempotent); writes .dev/kubeconfig and .dev/env
+//          --node: with a node (containerd, kubelet, kube-scheduler: pods run; see node.ts)
 //   down   stop it
 //   serve  (internal) run it in the foreground until SIGTERM/SIGINT
 //   run    `make run`: environment (or USE_EXISTING_CLUSTER=true), CRDs, example, operator in the foreground
@@ -69,6 +70,10 @@ async function serve(): Promise<void> {
     rmSync(ENV_FILE, { force: true });
     rmSync(PID_FILE, { force: true });
   });
+  if (withNode) {
+    const node = await env.startNode();
+    console.error(`node ${node.name} Ready (containerd socket ${node.containerdSocket}, pod logs in ${node.podLogsDir})`);
+  }
   copyFileSync(env.kubeconfigPath, KUBECONFIG_FILE);
   // Written last and atomically: its presence means "ready".
   writeFileSync(`${ENV_FILE}.tmp`, envFileText(KUBECONFIG_FILE, env.postgres.connection), { mode: 0o600 });
@@ -88,7 +93,7 @@ async function up(): Promise<void> {
   rmSync(ENV_FILE, { force: true });
   controlPlaneBinDir(); // build (or find) the binaries in the foreground, where the user sees the progress
   const log = openSync(LOG_FILE, 'a');
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), 'serve'], {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), 'serve', ...(withNode ? ['--node'] : [])], {
     detached: true,
     stdio: ['ignore', log, log],
   });
@@ -197,8 +202,9 @@ async function run(): Promise<void> {
 
 const commands: Record<string, () => Promise<void>> = { up, down, serve, run };
 const command = commands[process.argv[2] ?? ''];
+const withNode = process.argv.slice(3).includes('--node');
 if (!command) {
-  console.error(`usage: node ${path.basename(process.argv[1] ?? 'cli.js')} up|down|run`);
+  console.error(`usage: node ${path.basename(process.argv[1] ?? 'cli.js')} up [--node]|down|run`);
   process.exit(2);
 }
 command().catch((err: unknown) => {

@@ -9,6 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ManagedProcess, freePort, runCommand, waitFor } from './processes.js';
+import { CertificateAuthority } from './tls.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -53,6 +54,11 @@ export const DEFAULT_CONTROLLERS = [
   'deployment-controller',
   'replicaset-controller',
   'serviceaccount-controller',
+  // The kube-root-ca.crt ConfigMap in every namespace: pods' projected ServiceAccount volumes need it.
+  'root-ca-certificate-publisher-controller',
+  // Takes the not-ready taint (added by admission to every new Node) off a Ready node, so that the local node
+  // (node.ts) is schedulable, and puts it back when a node stops reporting.
+  'node-lifecycle-controller',
 ];
 
 export class ControlPlane {
@@ -60,6 +66,12 @@ export class ControlPlane {
   apiServerURL = '';
   kubeconfigPath = '';
   private caCert: Buffer | undefined;
+  /**
+   * The CA between the kube-apiserver and kubelets: it signs the apiserver's kubelet client certificate and a
+   * kubelet's serving certificate (LocalNode), so that logs and exec through the apiserver are authenticated
+   * both ways. Set by start().
+   */
+  kubeletCA: CertificateAuthority | undefined;
   private readonly procs: ManagedProcess[] = [];
 
   constructor(private readonly opts: ControlPlaneOptions) {}
@@ -138,6 +150,10 @@ export class ControlPlane {
     writeFileSync(path.join(dir, 'sa.pub'), publicKey);
     writeFileSync(path.join(dir, 'sa.key'), privateKey, { mode: 0o600 });
     writeFileSync(path.join(dir, 'tokens.csv'), `${this.adminToken},admin,admin,"system:masters"\n`, { mode: 0o600 });
+    const kubeletCA = await CertificateAuthority.create(path.join(dir, 'kubelet-pki'), 'dbcred kubelet CA');
+    const kubeletClient = await kubeletCA.issueClientCertificate(path.join(dir, 'kubelet-pki'), 'apiserver-kubelet-client',
+      'kube-apiserver-kubelet-client', 'system:masters');
+    this.kubeletCA = kubeletCA;
     const port = await freePort();
     this.apiServerURL = `https://127.0.0.1:${port}`;
     const apiserver = this.spawn('kube-apiserver', this.bin('kube-apiserver'), [
@@ -146,13 +162,18 @@ export class ControlPlane {
       '--bind-address', '127.0.0.1',
       '--cert-dir', certDir,
       '--authorization-mode', 'RBAC',
-      '--service-cluster-ip-range', '10.0.0.0/24',
+      // Loopback, so that the `kubernetes` Service (whose ClusterIP the kubelet gives pods as
+      // KUBERNETES_SERVICE_HOST) and any other ClusterIP never point off this machine.
+      '--service-cluster-ip-range', '127.0.0.0/24',
       '--allow-privileged',
       '--service-account-issuer', this.apiServerURL,
       '--service-account-key-file', path.join(dir, 'sa.pub'),
       '--service-account-signing-key-file', path.join(dir, 'sa.key'),
       '--token-auth-file', path.join(dir, 'tokens.csv'),
       '--endpoint-reconciler-type', 'none',
+      '--kubelet-client-certificate', kubeletClient.certFile,
+      '--kubelet-client-key', kubeletClient.keyFile,
+      '--kubelet-certificate-authority', kubeletCA.certFile,
       '--v', '0',
     ]);
     this.apiserver = apiserver;
@@ -200,6 +221,8 @@ export class ControlPlane {
       '--controllers', (this.opts.controllers ?? DEFAULT_CONTROLLERS).join(','),
       '--leader-elect=false',
       '--use-service-account-credentials=false',
+      // Published as ca.crt in every namespace's kube-root-ca.crt: the apiserver's self-signed serving chain.
+      '--root-ca-file', path.join(this.opts.baseDir, 'certs', 'apiserver.crt'),
       '--bind-address', '127.0.0.1',
       '--secure-port', '0',
       '--v', '0',

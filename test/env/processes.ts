@@ -6,6 +6,7 @@ import net from 'node:net';
 
 const liveGroups = new Set<number>();
 const tempDirs = new Set<string>();
+const exitHooks = new Set<() => void>();
 
 function cleanUpSync(): void {
   for (const pgid of liveGroups) {
@@ -16,6 +17,15 @@ function cleanUpSync(): void {
     }
   }
   liveGroups.clear();
+  // After the groups (a kubelet no longer restarts what a hook kills), before the directories (a hook unmounts).
+  for (const hook of exitHooks) {
+    try {
+      hook();
+    } catch {
+      // best effort: the next hook and the directories still get their turn
+    }
+  }
+  exitHooks.clear();
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   tempDirs.clear();
 }
@@ -33,6 +43,16 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 /** A directory removed when this process exits, however it exits (unless it was removed before). */
 export function removeOnExit(dir: string): void {
   tempDirs.add(dir);
+}
+
+/**
+ * A synchronous clean-up run when this process exits, however it exits, after every managed process group was
+ * killed and before the directories of removeOnExit are removed: for what a process group does not cover
+ * (processes that left their group, mounts, cgroups). Returns the function that unregisters it.
+ */
+export function onExitSync(hook: () => void): () => void {
+  exitHooks.add(hook);
+  return () => exitHooks.delete(hook);
 }
 
 
@@ -169,6 +189,8 @@ export function runCommand(
       if (code === 0) resolve(out);
       else reject(new Error(`${command} ${args.join(' ')} exited ${code}: ${out.trim()}`));
     });
+    // A command that exits without reading its input closes the pipe: not an error of ours.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -57,4 +57,23 @@ export class CertificateAuthority {
       '-out', certFile, '-days', DAYS, '-extfile', ext]);
     return { certFile, keyFile };
   }
+
+  /**
+   * A client certificate signed by this CA (subject CN=commonName, O=organization: the user name and group a
+   * Kubernetes component derives from it), written into dir as <name>.crt and <name>.key.
+   */
+  async issueClientCertificate(dir: string, name: string, commonName: string, organization?: string): Promise<{ certFile: string; keyFile: string }> {
+    mkdirSync(dir, { recursive: true });
+    const n = ++this.issued;
+    const keyFile = path.join(dir, `${name}.key`);
+    const certFile = path.join(dir, `${name}.crt`);
+    const csr = path.join(this.dir, `client-${n}.csr`);
+    const ext = path.join(this.dir, `client-${n}.ext`);
+    writeFileSync(ext, ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth', ''].join('\n'));
+    await runCommand(OPENSSL, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', keyFile, '-out', csr, '-subj', `/CN=${commonName}${organization ? `/O=${organization}` : ''}`]);
+    await runCommand(OPENSSL, ['x509', '-req', '-in', csr, '-CA', this.certFile, '-CAkey', this.keyFile, '-CAcreateserial',
+      '-out', certFile, '-days', DAYS, '-extfile', ext]);
+    return { certFile, keyFile };
+  }
 }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { REPO_ROOT, kubeconfigYAML } from '../env/controlplane.js';
 import { Environment } from '../env/environment.js';
+import { localNodeUnavailableReason, type LocalNode } from '../env/node.js';
 import { PostgresServer, type PostgresConnection } from '../env/postgres.js';
 import { removeOnExit, runCommand, waitFor } from '../env/processes.js';
 
@@ -22,6 +23,8 @@ export interface TestEnv {
   restartApiServer?: (downMs: number) => Promise<void>;
   /** Only in the embedded environment: signal the kube-apiserver's own process group (SIGSTOP/SIGCONT faults). */
   signalApiServer?: (signal: NodeJS.Signals) => boolean;
+  /** Only in the embedded environment: its node (containerd, kubelet, kube-scheduler), started on first use. */
+  startNode?: (images?: string[]) => Promise<LocalNode>;
   kubectl(args: string[], input?: string): Promise<string>;
 }
 
@@ -34,6 +37,7 @@ async function startTestEnv(): Promise<TestEnv> {
   let postgres: PostgresServer;
   let restartApiServer: TestEnv['restartApiServer'];
   let signalApiServer: TestEnv['signalApiServer'];
+  let startNode: TestEnv['startNode'];
   if (process.env.USE_EXISTING_CLUSTER === 'true') {
     kubeconfigPath = process.env.KUBECONFIG ?? path.join(os.homedir(), '.kube', 'config');
     kubectlBin = 'kubectl';
@@ -57,6 +61,7 @@ async function startTestEnv(): Promise<TestEnv> {
     postgres = env.postgres;
     restartApiServer = (downMs) => env.controlPlane.restartApiServer(downMs);
     signalApiServer = (signal) => env.controlPlane.signalApiServer(signal);
+    startNode = (images) => env.startNode(images);
   }
   const kc = new k8s.KubeConfig();
   kc.loadFromFile(kubeconfigPath);
@@ -69,6 +74,7 @@ async function startTestEnv(): Promise<TestEnv> {
     postgres,
     restartApiServer,
     signalApiServer,
+    startNode,
     kubectl: (args, input) => runCommand(kubectlBin, ['--kubeconfig', kubeconfigPath, ...args], { input }),
   };
 }
@@ -77,6 +83,21 @@ async function startTestEnv(): Promise<TestEnv> {
 export function testEnv(): Promise<TestEnv> {
   shared ??= startTestEnv();
   return shared;
+}
+
+/**
+ * The node of the run's embedded environment (test/env/node.ts), started on first use, with these image
+ * archives imported. Skips the calling hook or test, saying why, where no node can run: with
+ * USE_EXISTING_CLUSTER=true (a cluster the tests do not own), or without root, containerd or runc.
+ */
+export async function testNode(ctx: Mocha.Context, images: string[] = []): Promise<LocalNode> {
+  const env = await testEnv();
+  const reason = env.startNode ? localNodeUnavailableReason() : 'USE_EXISTING_CLUSTER=true: the tests start no node of their own there';
+  if (reason || !env.startNode) {
+    console.log(`      skipped: ${reason}`);
+    ctx.skip();
+  }
+  return env.startNode(images);
 }
 
 export async function stopTestEnv(): Promise<void> {

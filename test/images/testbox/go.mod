@@ -1,0 +1,3 @@
+module dbcred.dev/testbox
+
+go 1.22
