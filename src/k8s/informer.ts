@@ -57,37 +57,19 @@ export type WatchFn = (
 /** Accept header of a watch that sends each object's metadata only (the API server's PartialObjectMetadata). */
 export const METADATA_WATCH_ACCEPT = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
 
-/** How long a watch may be open (the server ends it then) and how long it may go without an event or bookmark. */
-const WATCH_TIMEOUT_S = 290;
-export const WATCH_SILENCE_MS = (WATCH_TIMEOUT_S + 60) * 1000;
-
-const watchFn = (watch: k8s.Watch): WatchFn => (path, query, onEvent, done) => watch.watch(path, query, onEvent, done);
-
-/**
- * client-node's Watch, allowed silenceMs without a byte from the server. client-node 2.x's Watch ends a watch after
- * 30 s without one (requestTimeoutMs, private), but the API server sends a quiet watch a bookmark only once a
- * minute: every quiet watch would then end every 30 s, never see a bookmark, and so keep an ever older
- * resourceVersion until the server answers 410 and the informer relists (measured: 6 watches and 2 lists in
- * 130 s for one quiet informer, against 1 and 1). Silence is the watchdog's business here (WATCH_SILENCE_MS).
- */
-export function clientWatch(kc: k8s.KubeConfig, silenceMs = WATCH_SILENCE_MS): k8s.Watch {
-  const watch = new k8s.Watch(kc);
-  (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = silenceMs;
-  return watch;
-}
-
 /**
  * client-node's Watch, asking for PartialObjectMetadata: events carry metadata, never a Secret's data. The Watch
- * takes its request headers from KubeConfig.applySecurityAuthentication, so it gets a KubeConfig whose
- * applySecurityAuthentication also sets that Accept header (and still hands out kc's shared connections).
+ * takes its request options from the KubeConfig, so it gets one whose fetch options carry that Accept header.
  */
-export function metadataWatch(kc: k8s.KubeConfig, silenceMs = WATCH_SILENCE_MS): WatchFn {
+export function metadataWatch(kc: k8s.KubeConfig): WatchFn {
   const withAccept = Object.create(kc) as k8s.KubeConfig;
-  withAccept.applySecurityAuthentication = async (ctx) => {
-    await kc.applySecurityAuthentication(ctx);
-    ctx.setHeaderParam('Accept', METADATA_WATCH_ACCEPT);
+  withAccept.applyToFetchOptions = async (opts) => {
+    const init = await kc.applyToFetchOptions(opts);
+    (init.headers as unknown as Headers).set('Accept', METADATA_WATCH_ACCEPT);
+    return init;
   };
-  return watchFn(clientWatch(withAccept, silenceMs));
+  const watch = new k8s.Watch(withAccept);
+  return (path, query, onEvent, done) => watch.watch(path, query, onEvent, done);
 }
 
 /** What the list-watch loop does once a watch has ended. */
@@ -96,21 +78,19 @@ export type NextStep = 'relist' | 'rewatch' | 'backoff';
 /**
  * 410 Gone means our resourceVersion is older than the server keeps: only a new list can continue. The server
  * says so either as an ERROR event in the stream (goneEvent) or as the HTTP status of the watch request itself
- * (client-node's Watch then fails with statusCode 410). A TimeoutError is client-node 2.x's Watch ending a watch
- * that received nothing for too long (clientWatch), as our watchdog would: re-watch at once, as client-node's own
- * informer does. Any other error re-watches from where we are, after a backoff; a clean end (server timeout, our
- * own abort) re-watches at once.
+ * (client-node's Watch then fails with statusCode 410). Any other error re-watches from where we are, after a
+ * backoff; a clean end (server timeout, our own abort) re-watches at once.
  */
 export function nextStep(err: unknown, goneEvent: boolean): NextStep {
   if (goneEvent || (err !== undefined && err !== null && apiErrorCode(err) === 410)) return 'relist';
-  if (err === undefined || err === null || (err as { name?: unknown }).name === 'TimeoutError') return 'rewatch';
-  return 'backoff';
+  return err === undefined || err === null ? 'rewatch' : 'backoff';
 }
 
 export function objectKey(obj: Meta): string {
   return `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
 }
 
+const WATCH_TIMEOUT_S = 290;
 const MAX_BACKOFF_MS = 30_000;
 
 export class ResilientInformer<T extends Meta> {
@@ -128,8 +108,8 @@ export class ResilientInformer<T extends Meta> {
   private goneEvent = false;
 
   constructor(private readonly opts: InformerOptions<T>) {
-    this.watchdogMs = opts.watchdogMs ?? WATCH_SILENCE_MS;
-    this.watch = opts.watch ?? watchFn(clientWatch(opts.client.kc));
+    this.watchdogMs = opts.watchdogMs ?? (WATCH_TIMEOUT_S + 60) * 1000;
+    this.watch = opts.watch ?? ((path, query, onEvent, done) => new k8s.Watch(opts.client.kc).watch(path, query, onEvent, done));
   }
 
   on(handler: InformerHandler<T>): void {

@@ -631,7 +631,7 @@ function printTable(r: Result, op: OperatorUnderTest): void {
   out.push('');
   out.push('  floor     = the same API and PostgreSQL work by a straight-line script (test/bench/floor.ts), same client library');
   out.push('              (client-node: a new TLS connection per request), same WORKERS, same pool size');
-  out.push('  floor+k-a = the floor with one keep-alive connection pool for its requests (what connection reuse alone is worth)');
+  out.push('  floor+k-a = the floor with one keep-alive https.Agent for its requests (what connection reuse alone is worth)');
   out.push('  all processes = operator or script + kube-apiserver + etcd + PostgreSQL + controller manager + the benchmark itself:');
   out.push('              the least noisy measure of cost when the machine is CPU-bound (machine busy near its core count)');
   out.push('  issuer CPU = the operator process, or the script process (which also runs the benchmark\'s Secret watch)');

@@ -10,7 +10,7 @@
 // queue, so latency (create → Secret) includes queueing exactly like the operator's.
 import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
-import type https from 'node:https';
+import https from 'node:https';
 import pg from 'pg';
 import { setCondition } from '../../src/api/conditions.js';
 import { toRFC3339 } from '../../src/api/duration.js';
@@ -28,10 +28,9 @@ const PLURAL = 'databasecredentials';
 export interface FloorOptions {
   kc: k8s.KubeConfig;
   /**
-   * Reuse TLS connections for the issuer's requests. client-node builds a new connection pool for every request
-   * (2.x: an undici Agent in KubeConfig.createDispatcher; 1.x: an https.Agent, kubernetes-client/javascript#2893),
-   * so each request is a new TCP + TLS handshake; this variant gives the issuer one keep-alive Agent, to show what
-   * that costs. The DatabaseCredential creates (the
+   * Reuse TLS connections for the issuer's requests. client-node 1.4 builds a new https.Agent for every request
+   * (KubeConfig.createAgent, kubernetes-client/javascript#2893), so each request is a new TCP + TLS handshake; this
+   * variant gives the issuer one keep-alive agent, to show what that costs. The DatabaseCredential creates (the
    * "user" part) always use the plain client, as in the operator run.
    */
   keepAlive?: boolean;
@@ -58,28 +57,15 @@ export interface FloorResult {
   usernames: string[];
 }
 
-/**
- * A copy of kc whose API clients share one keep-alive undici Agent (destroy() closes its sockets). createDispatcher
- * is private in the typings; every request path (generated clients, Watch) goes through it, and client-node 2.x
- * builds a new Agent in it for every request.
- */
+/** A copy of kc whose API clients share one keep-alive https.Agent (destroy() closes its sockets). */
 export function keepAliveKubeConfig(kc: k8s.KubeConfig): { kc: k8s.KubeConfig; destroy: () => void } {
-  type Dispatcher = { destroy(): Promise<void> };
-  type DispatcherFactory = (cluster: unknown, options: https.AgentOptions) => Dispatcher | undefined;
   const copy = new k8s.KubeConfig();
   copy.loadFromString(kc.exportConfig());
-  const target = copy as unknown as { createDispatcher: DispatcherFactory };
-  const original = target.createDispatcher.bind(copy);
-  let made = false;
-  let dispatcher: Dispatcher | undefined;
-  target.createDispatcher = (cluster, options) => {
-    if (!made) {
-      dispatcher = original(cluster, options);
-      made = true;
-    }
-    return dispatcher;
-  };
-  return { kc: copy, destroy: () => void dispatcher?.destroy().catch(() => undefined) };
+  let agent: https.Agent | undefined;
+  // createAgent is private in the typings; every request path (generated clients, Watch) goes through it.
+  (copy as unknown as { createAgent: (cluster: unknown, options: https.AgentOptions) => https.Agent }).createAgent = (_cluster, options) =>
+    (agent ??= new https.Agent({ ...options, keepAlive: true, maxSockets: 32 }));
+  return { kc: copy, destroy: () => agent?.destroy() };
 }
 
 interface Created {

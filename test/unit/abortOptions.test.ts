@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
-import { KubeClient, abortOptions, apiErrorCode } from '../../src/k8s/client.js';
+import { KubeClient, abortOptions } from '../../src/k8s/client.js';
 
 describe('abortOptions', () => {
   let server: http.Server;
@@ -31,21 +31,10 @@ describe('abortOptions', () => {
     const ac = new AbortController();
     const request = client.coordination.readNamespacedLease({ namespace: 'ns', name: 'lease' }, abortOptions(ac.signal));
     const started = Date.now();
-    const deadline = new Error('deadline');
-    setTimeout(() => ac.abort(deadline), 100);
+    setTimeout(() => ac.abort(new Error('deadline')), 100);
     const err = await request.then(() => undefined, (e: unknown) => e);
-    // undici's fetch (client-node 2.x) rejects with the signal's reason; node-fetch (1.x) with its AbortError.
-    assert.ok(err === deadline || (err instanceof Error && err.name === 'AbortError'), `ended by the signal, not by ${String(err)}`);
+    assert.ok(err instanceof Error);
+    assert.equal(err.name, 'AbortError');
     assert.ok(Date.now() - started >= 90, 'it was the signal that ended it, not a refused connection');
-  });
-
-  it('aborts with an AbortError when the signal fires without a reason', async () => {
-    const ac = new AbortController();
-    const request = client.coordination.readNamespacedLease({ namespace: 'ns', name: 'lease' }, abortOptions(ac.signal));
-    setTimeout(() => ac.abort(), 50);
-    const err = await request.then(() => undefined, (e: unknown) => e);
-    assert.ok(err instanceof Error && err.name === 'AbortError', `an AbortError, not ${String(err)}`);
-    // undici's AbortError is a DOMException, whose legacy numeric code (20) is no HTTP status.
-    assert.equal(apiErrorCode(err), undefined);
   });
 });

@@ -79,11 +79,6 @@ describe('informer: what follows the end of a watch', () => {
     assert.equal(nextStep(null, false), 'rewatch');
   });
 
-  it('re-watches at once when client-node ended a silent watch (TimeoutError), and backs off on an abort it did not expect', () => {
-    assert.equal(nextStep(new DOMException('The operation was aborted due to timeout', 'TimeoutError'), false), 'rewatch');
-    assert.equal(nextStep(new DOMException('This operation was aborted', 'AbortError'), false), 'backoff');
-  });
-
   it('relists when the watch request itself is answered 410, instead of re-watching the expired resourceVersion', async () => {
     const lists: string[] = [];
     const fake = fakeWatch((call, i) => {
