@@ -83,7 +83,25 @@ export async function installOperator(o: InClusterOptions, rolloutTimeout = '180
   await o.kubectl(['apply', '--server-side', '--force-conflicts', '-f', crds]);
   await o.kubectl(['wait', '--for', 'condition=Established', '--timeout', '60s', '-f', crds]);
   await o.kubectl(['apply', '-k', o.dir]);
-  await o.kubectl(['-n', OPERATOR_NAMESPACE, 'rollout', 'status', `deployment/${OPERATOR_DEPLOYMENT}`, '--timeout', rolloutTimeout]);
+  try {
+    await o.kubectl(['-n', OPERATOR_NAMESPACE, 'rollout', 'status', `deployment/${OPERATOR_DEPLOYMENT}`, '--timeout', rolloutTimeout]);
+  } catch (err) {
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${await diagnostics(o.kubectl)}`);
+  }
+}
+
+/** What a failed rollout needs explained: the pods, their events, and the tail of each container's log. */
+export async function diagnostics(kubectl: Kubectl): Promise<string> {
+  const ns = ['-n', OPERATOR_NAMESPACE];
+  const out: string[] = [];
+  const step = async (title: string, args: string[]) => {
+    out.push(`--- ${title}`, (await kubectl(args).catch((e: unknown) => (e instanceof Error ? e.message : String(e)))).trim());
+  };
+  await step('pods', [...ns, 'get', 'pods', '-o', 'wide']);
+  await step('events', [...ns, 'get', 'events', '--sort-by', '.lastTimestamp']);
+  const names = (await kubectl([...ns, 'get', 'pods', '-o', 'jsonpath={.items[*].metadata.name}']).catch(() => '')).split(' ').filter(Boolean);
+  for (const name of names) await step(`log of ${name} (last 20 lines)`, [...ns, 'logs', name, '--tail', '20', '--all-containers']);
+  return out.join('\n');
 }
 
 /** `kubectl delete -k` of the same overlay: the namespace (and with it the pods) and the cluster-wide RBAC. */
