@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 USE_EXISTING_CLUSTER ?= false
+# make run IN_CLUSTER=true: the operator from its image as pods on the local environment's node (kubectl apply -k).
+IN_CLUSTER ?= false
 KIND_CLUSTER ?= dbcred
 BENCH_N ?= 200
 SEED ?= random
@@ -21,6 +23,7 @@ export PATH := $(NODE_DIR):$(PATH)
 
 help:
 	@echo "make run    - set up, start the local control plane + PostgreSQL, install CRDs, run the operator on an example"
+	@echo "             IN_CLUSTER=true: the operator image as two pods on a local kubelet node, installed with kubectl apply -k"
 	@echo "make test   - set up and run every test (unit + integration against a real control plane and PostgreSQL)"
 	@echo "make bench  - benchmark: $(BENCH_N) credentials at once against the local environment"
 	@echo "make chaos  - fault suite soak: SEED=$(SEED) DURATION=$(DURATION) (prints the seed; ends with chaos PASS/FAIL)"
@@ -52,7 +55,7 @@ unit: build
 	npx mocha --reporter ./test/reporter.cjs 'dist/test/unit/**/*.test.js'
 
 run: build control-plane
-	@USE_EXISTING_CLUSTER=$(USE_EXISTING_CLUSTER) node dist/test/env/cli.js run
+	@USE_EXISTING_CLUSTER=$(USE_EXISTING_CLUSTER) IN_CLUSTER=$(IN_CLUSTER) node dist/test/env/cli.js run
 
 env-up: build control-plane
 	@node dist/test/env/cli.js up

@@ -3,15 +3,18 @@
 //          --node: with a node (containerd, kubelet, kube-scheduler: pods run; see node.ts)
 //   down   stop it
 //   serve  (internal) run it in the foreground until SIGTERM/SIGINT
-//   run    `make run`: environment (or USE_EXISTING_CLUSTER=true), CRDs, example, operator in the foreground
+//   run    `make run`: environment (or USE_EXISTING_CLUSTER=true), CRDs, example, operator in the foreground;
+//          IN_CLUSTER=true: the operator from its image as pods on the environment's node, installed with kubectl apply -k
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REPO_ROOT, controlPlaneBinDir } from './controlplane.js';
 import { Environment } from './environment.js';
+import { buildImages } from './images.js';
+import { OPERATOR_NAMESPACE, installOperator } from './incluster.js';
 import { PostgresServer, type PostgresConnection } from './postgres.js';
-import { runCommand, waitFor } from './processes.js';
+import { freePort, runCommand, waitFor } from './processes.js';
 
 const DEV_DIR = path.join(REPO_ROOT, '.dev');
 const PID_FILE = path.join(DEV_DIR, 'env.pid');
@@ -139,9 +142,17 @@ async function run(): Promise<void> {
   };
   onSignal(stopAll);
 
+  const inCluster = process.env.IN_CLUSTER === 'true';
+  if (inCluster && useExisting) {
+    throw new Error(
+      'IN_CLUSTER=true runs the operator as pods on the embedded environment\'s own node. On your cluster, build the image ' +
+        '(docker build -f deploy/Dockerfile -t dbcred-operator:latest .), make it available to the nodes, and kubectl apply -k deploy/ (README: Installing in a cluster).',
+    );
+  }
   let kubeconfig: string;
   let kubectl: string;
   let pgConn: PostgresConnection;
+  let startPods: (() => Promise<void>) | undefined;
   if (useExisting) {
     kubeconfig = process.env.KUBECONFIG ?? path.join(process.env.HOME ?? '', '.kube', 'config');
     kubectl = 'kubectl';
@@ -165,14 +176,36 @@ async function run(): Promise<void> {
     pgConn = env.postgres.connection;
     writeFileSync(ENV_FILE, envFileText(KUBECONFIG_FILE, pgConn), { mode: 0o600 });
     cleanups.push(async () => rmSync(ENV_FILE, { force: true }));
+    if (inCluster) {
+      const bin = kubectl;
+      startPods = async () => {
+        console.error('IN_CLUSTER=true: starting the node (containerd, kubelet, kube-scheduler) and building the images ...');
+        const node = await env.startNode();
+        const images = await buildImages({ log: (line) => console.error(line) });
+        for (const image of [images.operator, images.workload]) await node.importImage(image.tarFile);
+        console.error(`installing ${images.operator.ref} with kubectl apply -k (test/deploy/local: two replicas, leader election) ...`);
+        await installOperator({
+          kubectl: (args, input) => runCommand(bin, ['--kubeconfig', KUBECONFIG_FILE, ...args], { input }),
+          dir: path.join(DEV_DIR, 'overlay'),
+          image: images.operator.ref,
+          apiServerPort: Number(new URL(env.controlPlane.apiServerURL).port),
+          healthPort: await freePort(),
+        });
+      };
+    }
   }
   console.error('CRDs installed; applying the example (deploy/examples/local.yaml) ...');
   await runCommand(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], { input: renderExample(pgConn) });
 
-  const operator = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'main.js')], {
-    stdio: 'inherit',
-    env: { ...process.env, KUBECONFIG: kubeconfig },
-  });
+  if (startPods) await startPods();
+  // In the foreground: the operator itself, or with IN_CLUSTER=true `kubectl logs -f` of its pods (both replicas).
+  const operator = startPods
+    ? spawn(kubectl, ['--kubeconfig', kubeconfig, '-n', OPERATOR_NAMESPACE, 'logs', '-f', '--prefix', '--all-containers',
+        '-l', 'app.kubernetes.io/name=dbcred-operator', '--max-log-requests', '4'], { stdio: 'inherit' })
+    : spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'main.js')], {
+        stdio: 'inherit',
+        env: { ...process.env, KUBECONFIG: kubeconfig },
+      });
   cleanups.push(async () => {
     if (operator.exitCode === null) {
       operator.kill('SIGTERM');
@@ -185,7 +218,10 @@ async function run(): Promise<void> {
       [
         '',
         '──────────────────────────────────────────────────────────────────────────────',
-        ' The operator is running (its JSON logs follow). In another terminal:',
+        startPods
+          ? ` The operator runs as two pods in ${OPERATOR_NAMESPACE} (their JSON logs follow). In another terminal:`
+          : ' The operator is running (its JSON logs follow). In another terminal:',
+        ...(startPods ? [`   ${shownKubectl} -n ${OPERATOR_NAMESPACE} get pods,lease`] : []),
         `   ${shownKubectl} get dbcred -A`,
         `   ${shownKubectl} -n dbcred-example get secret app-db -o jsonpath='{.data.uri}' | base64 -d`,
         '   source .dev/env   # KUBECONFIG and the PostgreSQL superuser as PG* variables',
