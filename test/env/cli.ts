@@ -188,7 +188,7 @@ async function run(): Promise<void> {
           kubectl: (args, input) => runCommand(bin, ['--kubeconfig', KUBECONFIG_FILE, ...args], { input }),
           dir: path.join(DEV_DIR, 'overlay'),
           image: images.operator.ref,
-          apiServerPort: Number(new URL(env.controlPlane.apiServerURL).port),
+          apiServerEnv: node.inClusterEnv(),
           healthPort: await freePort(),
         });
       };

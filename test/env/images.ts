@@ -5,10 +5,10 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REPO_ROOT } from './controlplane.js';
+import { cacheRoot, imageCacheDir } from './ociImage.js';
 
 export interface ImageArchive {
   /** The image reference a pod spec names (containerd and the kubelet read it as docker.io/library/<ref>). */
@@ -26,10 +26,6 @@ export const IMAGE_INPUTS = {
 
 export const BASE_REF = 'dbcred-local/node:24-bookworm-slim';
 const LOCAL_CA_DIR = '/usr/local/share/ca-certificates';
-
-function cacheRoot(): string {
-  return process.env.DBCRED_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'dbcred-operator');
-}
 
 /** The files an input names: itself, or every file below it (paths relative to root, '/'-separated). */
 function inputFiles(root: string, rel: string): string[] {
@@ -56,7 +52,7 @@ export function inputsHash(root: string, inputs: readonly string[], dependsOn: r
 }
 
 /** The refs and archive paths the current sources would give (nothing is built). */
-export function plannedImages(root = REPO_ROOT, imagesDir = path.join(cacheRoot(), 'images')): {
+export function plannedImages(root = REPO_ROOT, imagesDir = imageCacheDir()): {
   baseKey: string;
   operator: ImageArchive;
   workload: ImageArchive;
@@ -79,7 +75,7 @@ export function plannedImages(root = REPO_ROOT, imagesDir = path.join(cacheRoot(
  */
 export async function buildImages(opts?: { log?: (line: string) => void }): Promise<{ operator: ImageArchive; workload: ImageArchive }> {
   const log = opts?.log ?? (() => {});
-  const imagesDir = path.join(cacheRoot(), 'images');
+  const imagesDir = imageCacheDir();
   const { baseKey, operator, workload } = plannedImages(REPO_ROOT, imagesDir);
   if (existsSync(operator.tarFile) && existsSync(workload.tarFile)) {
     log(`images: cached ${operator.ref} (${operator.tarFile}), ${workload.ref} (${workload.tarFile})`);

@@ -17,8 +17,8 @@ export interface InClusterOptions {
   dir: string;
   /** The operator image as a pod names it, e.g. dbcred-operator:3f2a91c0 (already in the node's containerd). */
   image: string;
-  /** The kube-apiserver's port on 127.0.0.1 (KUBERNETES_SERVICE_PORT: no kube-proxy here). */
-  apiServerPort: number;
+  /** How a pod reaches the kube-apiserver (LocalNode.inClusterEnv(): its real 127.0.0.1 port; no kube-proxy here). */
+  apiServerEnv: Array<{ name: string; value: string }>;
   /** The health port both replicas share on the host network; a free one, so two environments never meet. */
   healthPort: number;
   /** WATCH_NAMESPACES: the tests share one cluster with operators of their own, so the pods watch only theirs. */
@@ -37,7 +37,7 @@ export function splitImage(image: string): { newName: string; newTag: string } {
 /** The environment's overlay on top of test/deploy/local (pure: the tests check its shape). */
 export function environmentOverlay(o: Omit<InClusterOptions, 'kubectl'>): { kustomization: string; patch: string } {
   const env: Record<string, string> = {
-    KUBERNETES_SERVICE_PORT: String(o.apiServerPort),
+    ...Object.fromEntries(o.apiServerEnv.map((e) => [e.name, e.value])),
     HEALTH_PORT: String(o.healthPort),
     ...(o.watchNamespaces?.length ? { WATCH_NAMESPACES: o.watchNamespaces.join(',') } : {}),
     ...(o.env ?? {}),

@@ -30,9 +30,13 @@ export interface OciImageSpec {
   env?: string[];
 }
 
+/** The cache root outside the work tree (as test/cluster/build.sh and scripts/node.sh): DBCRED_CACHE_DIR overrides. */
+export function cacheRoot(): string {
+  return process.env.DBCRED_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'dbcred-operator');
+}
+
 export function imageCacheDir(): string {
-  const root = process.env.DBCRED_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'dbcred-operator');
-  return path.join(root, 'images');
+  return path.join(cacheRoot(), 'images');
 }
 
 function sha256(data: string | Buffer): string {

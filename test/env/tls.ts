@@ -43,35 +43,29 @@ export class CertificateAuthority {
    * written into dir as server.crt and server.key (mode 0600, as PostgreSQL demands of its key).
    */
   async issueServerCertificate(dir: string, subjectAltNames: readonly string[]): Promise<ServerCertificate> {
-    mkdirSync(dir, { recursive: true });
-    const n = ++this.issued;
-    const keyFile = path.join(dir, 'server.key');
-    const certFile = path.join(dir, 'server.crt');
-    const csr = path.join(this.dir, `server-${n}.csr`);
-    const ext = path.join(this.dir, `server-${n}.ext`);
-    writeFileSync(ext, [`subjectAltName=${subjectAltNames.join(',')}`, 'basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth', ''].join('\n'));
-    await runCommand(OPENSSL, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', keyFile, '-out', csr, '-subj', `/CN=${subjectAltNames[0]?.replace(/^[A-Z]+:/, '') ?? 'server'}`]);
-    await runCommand(OPENSSL, ['x509', '-req', '-in', csr, '-CA', this.certFile, '-CAkey', this.keyFile, '-CAcreateserial',
-      '-out', certFile, '-days', DAYS, '-extfile', ext]);
-    return { certFile, keyFile };
+    return this.issue(dir, 'server', `/CN=${subjectAltNames[0]?.replace(/^[A-Z]+:/, '') ?? 'server'}`,
+      [`subjectAltName=${subjectAltNames.join(',')}`, 'extendedKeyUsage=serverAuth']);
   }
 
   /**
    * A client certificate signed by this CA (subject CN=commonName, O=organization: the user name and group a
    * Kubernetes component derives from it), written into dir as <name>.crt and <name>.key.
    */
-  async issueClientCertificate(dir: string, name: string, commonName: string, organization?: string): Promise<{ certFile: string; keyFile: string }> {
+  async issueClientCertificate(dir: string, name: string, commonName: string, organization?: string): Promise<ServerCertificate> {
+    return this.issue(dir, name, `/CN=${commonName}${organization ? `/O=${organization}` : ''}`, ['extendedKeyUsage=clientAuth']);
+  }
+
+  /** A new EC key and a certificate for it signed by this CA, written into dir as <name>.key and <name>.crt. */
+  private async issue(dir: string, name: string, subject: string, extensions: string[]): Promise<ServerCertificate> {
     mkdirSync(dir, { recursive: true });
     const n = ++this.issued;
     const keyFile = path.join(dir, `${name}.key`);
     const certFile = path.join(dir, `${name}.crt`);
-    const csr = path.join(this.dir, `client-${n}.csr`);
-    const ext = path.join(this.dir, `client-${n}.ext`);
-    writeFileSync(ext, ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth', ''].join('\n'));
+    const csr = path.join(this.dir, `${name}-${n}.csr`);
+    const ext = path.join(this.dir, `${name}-${n}.ext`);
+    writeFileSync(ext, [...extensions, 'basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', ''].join('\n'));
     await runCommand(OPENSSL, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', keyFile, '-out', csr, '-subj', `/CN=${commonName}${organization ? `/O=${organization}` : ''}`]);
+      '-keyout', keyFile, '-out', csr, '-subj', subject]);
     await runCommand(OPENSSL, ['x509', '-req', '-in', csr, '-CA', this.certFile, '-CAkey', this.keyFile, '-CAcreateserial',
       '-out', certFile, '-days', DAYS, '-extfile', ext]);
     return { certFile, keyFile };

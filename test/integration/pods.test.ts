@@ -40,14 +40,10 @@ describe('in pods: the operator image on a real kubelet, and workloads that moun
 
   before(async function () {
     this.timeout(1_200_000);
-    if (process.env.USE_EXISTING_CLUSTER === 'true') {
-      // The pods reach PostgreSQL on 127.0.0.1 with host networking, and their images are only in this machine's
-      // containerd: neither holds on another cluster's nodes (README: what this machine exercises).
-      console.log('    (skipped: the in-pod tests need the local node; USE_EXISTING_CLUSTER=true)');
-      this.skip();
-    }
     env = await testEnv();
-    node = await testNode(this); // skips, saying why, where no node can run
+    // Skips, saying why, where no node can run, and with USE_EXISTING_CLUSTER=true: the pods reach PostgreSQL on
+    // 127.0.0.1 with host networking and their images are only in this machine's containerd (README).
+    node = await testNode(this);
     images = await buildImages({ log: (line) => console.log(`    ${line}`) });
     for (const image of [images.operator, images.workload]) await node.importImage(image.tarFile);
     ns = await createNamespace(env, 'pods');
@@ -57,7 +53,7 @@ describe('in pods: the operator image on a real kubelet, and workloads that moun
       kubectl: env.kubectl,
       dir: overlayDir,
       image: images.operator.ref,
-      apiServerPort: Number(new URL(env.kc.getCurrentCluster()?.server ?? '').port),
+      apiServerEnv: node.inClusterEnv(),
       healthPort: await freePort(),
       watchNamespaces: [ns],
     });

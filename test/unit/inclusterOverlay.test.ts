@@ -12,12 +12,14 @@ describe('the in-cluster install overlay (test/env/incluster.ts)', () => {
 
   it('names the base relative to its own directory and sets only what the environment knows', () => {
     const dir = '/tmp/some-overlay';
-    const o = environmentOverlay({ dir, image: 'dbcred-operator:abc', apiServerPort: 6443, healthPort: 18081, watchNamespaces: ['a', 'b'] });
+    const apiServerEnv = [{ name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' }, { name: 'KUBERNETES_SERVICE_PORT', value: '6443' }];
+    const o = environmentOverlay({ dir, image: 'dbcred-operator:abc', apiServerEnv, healthPort: 18081, watchNamespaces: ['a', 'b'] });
     const k = JSON.parse(o.kustomization);
     assert.equal(path.resolve(dir, k.resources[0]), LOCAL_OVERLAY);
     assert.deepEqual(k.images, [{ name: 'dbcred-operator', newName: 'dbcred-operator', newTag: 'abc' }]);
     const c = JSON.parse(o.patch).spec.template.spec.containers[0];
     assert.deepEqual(c.env, [
+      { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
       { name: 'KUBERNETES_SERVICE_PORT', value: '6443' },
       { name: 'HEALTH_PORT', value: '18081' },
       { name: 'WATCH_NAMESPACES', value: 'a,b' },
