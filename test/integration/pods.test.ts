@@ -196,6 +196,25 @@ describe('in pods: the operator image on a real kubelet, and workloads that moun
     }, { timeoutMs: 120_000, intervalMs: 500 });
   });
 
+  it('goes on when the leader process is killed (SIGKILL, no lease release): the kubelet restarts it, issuing resumes', async function () {
+    this.timeout(240_000);
+    const leader = await leaseHolder();
+    assert.ok(leader);
+    const pid = operatorPid(leader);
+    assert.ok(pid, `the leader ${leader} runs on this machine`);
+    process.kill(pid, 'SIGKILL');
+    await apply(env, ns, [credentialObject('after-kill', { roleRef: { name: 'reader' } })]);
+    // Either the standby takes the Lease once it expires, or the restarted container (same identity) renews it.
+    const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'after-kill', 'Ready', 'True', undefined, 90_000);
+    const data = await readSecretData(env, ns, 'after-kill');
+    assert.ok(data);
+    assert.equal((await queryAs(connectionFromSecret(data), 'SELECT current_user AS u')).rows[0]?.u, cred.status?.username);
+    await waitFor('the kubelet to restart the killed container, Ready again', async () => {
+      const p = (await operatorPods()).find((x) => x.metadata?.name === leader);
+      return (p?.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 && isReady(p);
+    }, { timeoutMs: 120_000, intervalMs: 500 });
+  });
+
   describe('workloads that mount the Secret', () => {
     it('a Deployment mounting the Secret (volume and env) becomes Ready: its probe logs in with the issued credential', async function () {
       this.timeout(240_000);
