@@ -63,10 +63,11 @@ describe('in pods: the operator image on a real kubelet, and workloads that moun
 
   after(async function () {
     this.timeout(240_000);
-    if (!installed) return;
+    if (!overlayDir) return;
     try {
-      await assertNoViolations(env, { namespaces: [ns] });
+      if (installed) await assertNoViolations(env, { namespaces: [ns] });
     } finally {
+      // Also after a failed install: whatever of it was applied goes, and so does the overlay.
       await uninstallOperator({ kubectl: env.kubectl, dir: overlayDir });
       rmSync(overlayDir, { recursive: true, force: true });
     }
