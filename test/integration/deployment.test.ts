@@ -67,7 +67,8 @@ describe('deployed: ServiceAccount RBAC and leader election', function () {
     await waitFor('replica-b to take over', async () => b.output.includes('became leader'), { timeoutMs: 40_000, intervalMs: 250 });
     await apply(env, ns, [credentialObject('after-failover', { roleRef: { name: 'reader' } })]);
     await waitForCondition(env, 'databasecredentials', ns, 'after-failover', 'Ready', 'True');
-    assert.match(b.output, /credential issued/);
+    // Ready=True is written inside the issue, the log line after it, and the line then crosses a pipe: wait for it.
+    await waitFor('replica-b to log the issue', async () => /credential issued/.test(b.output), { timeoutMs: 10_000, intervalMs: 100 });
     assert.doesNotMatch(b.output, /API 403/);
   });
 });
