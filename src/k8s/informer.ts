@@ -1,9 +1,8 @@
-// A list-watch cache that does not give up. client-node's informer stops for good on any error but 410 and
+// A list-watch cache that does not give up. client-node's informer (which this replaced) stops for good on any error but 410 and
 // never notices a silent watch, so this one: relists on 410 Gone (whether the server says it as an ERROR event in
 // the stream or as the status of the watch request itself), re-watches with backoff on any other error, aborts a
 // watch that has been silent for too long (watchdog), and replays every cached key periodically (resync).
 // Handlers only enqueue keys; an exception in one is caught and logged.
-import * as k8s from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { KubeClient, ListResult } from './client.js';
 import { apiErrorCode, apiErrorMessage } from './client.js';
@@ -28,7 +27,7 @@ export interface InformerOptions<T> {
   logger: Logger;
   /** A watch with no event (bookmarks included) for this long is restarted. */
   watchdogMs?: number;
-  /** Starts one watch; default client-node's Watch.watch. A seam for unit tests. */
+  /** Starts one watch; default the client's. A seam for unit tests. */
   watch?: WatchFn;
   /**
    * What to keep of each listed or watched object, or undefined to ignore it (as if it did not exist: an object
@@ -46,7 +45,7 @@ export interface Cache<T> {
   covers(namespace: string): boolean;
 }
 
-/** client-node's Watch.watch: done is called once, with an error (the request's or the stream's) or null. */
+/** Starts one watch: done is called once, with an error (the request's or the stream's) or null (RestClient.watch). */
 export type WatchFn = (
   path: string,
   query: Record<string, string | number | boolean | undefined>,
@@ -57,19 +56,9 @@ export type WatchFn = (
 /** Accept header of a watch that sends each object's metadata only (the API server's PartialObjectMetadata). */
 export const METADATA_WATCH_ACCEPT = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
 
-/**
- * client-node's Watch, asking for PartialObjectMetadata: events carry metadata, never a Secret's data. The Watch
- * takes its request options from the KubeConfig, so it gets one whose fetch options carry that Accept header.
- */
-export function metadataWatch(kc: k8s.KubeConfig): WatchFn {
-  const withAccept = Object.create(kc) as k8s.KubeConfig;
-  withAccept.applyToFetchOptions = async (opts) => {
-    const init = await kc.applyToFetchOptions(opts);
-    (init.headers as unknown as Headers).set('Accept', METADATA_WATCH_ACCEPT);
-    return init;
-  };
-  const watch = new k8s.Watch(withAccept);
-  return (path, query, onEvent, done) => watch.watch(path, query, onEvent, done);
+/** A watch whose events carry metadata only, never a Secret's data. */
+export function metadataWatch(client: KubeClient): WatchFn {
+  return (path, query, onEvent, done) => client.watch(path, query, onEvent, done, METADATA_WATCH_ACCEPT);
 }
 
 /** What the list-watch loop does once a watch has ended. */
@@ -84,6 +73,24 @@ export type NextStep = 'relist' | 'rewatch' | 'backoff';
 export function nextStep(err: unknown, goneEvent: boolean): NextStep {
   if (goneEvent || (err !== undefined && err !== null && apiErrorCode(err) === 410)) return 'relist';
   return err === undefined || err === null ? 'rewatch' : 'backoff';
+}
+
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * Drops what the API server and kubectl keep for themselves and the operator never reads — managedFields and
+ * kubectl's last-applied copy of the object — from an object about to be cached. Each is often larger than the
+ * spec; at thousands of credentials they were most of the cache. Idempotent, in place.
+ */
+export function withoutBookkeeping<T extends { metadata?: { managedFields?: unknown; annotations?: Record<string, string> } }>(obj: T): T {
+  const m = obj.metadata;
+  if (!m) return obj;
+  delete m.managedFields;
+  if (m.annotations && LAST_APPLIED in m.annotations) {
+    delete m.annotations[LAST_APPLIED];
+    if (Object.keys(m.annotations).length === 0) delete m.annotations;
+  }
+  return obj;
 }
 
 export function objectKey(obj: Meta): string {
@@ -109,7 +116,7 @@ export class ResilientInformer<T extends Meta> {
 
   constructor(private readonly opts: InformerOptions<T>) {
     this.watchdogMs = opts.watchdogMs ?? (WATCH_TIMEOUT_S + 60) * 1000;
-    this.watch = opts.watch ?? ((path, query, onEvent, done) => new k8s.Watch(opts.client.kc).watch(path, query, onEvent, done));
+    this.watch = opts.watch ?? ((path, query, onEvent, done) => opts.client.watch(path, query, onEvent, done));
   }
 
   on(handler: InformerHandler<T>): void {

@@ -9,7 +9,9 @@ import { apiErrorMessage, type KubeClient } from './client.js';
 export async function resolveInstallation(client: KubeClient, clusterId: string | undefined): Promise<string> {
   if (clusterId !== undefined) return clusterId;
   try {
-    const uid = (await client.core.readNamespace({ name: 'kube-system' })).metadata?.uid;
+    const ns = await client.getNamespace('kube-system');
+    if (!ns) throw new Error('the namespace kube-system was not found');
+    const uid = ns.metadata?.uid;
     if (!uid) throw new Error('the namespace kube-system has no uid');
     return uid;
   } catch (err) {

@@ -11,6 +11,9 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import yaml from 'js-yaml';
 
+/** How long an exec credential plugin may run. */
+const EXEC_TIMEOUT_MS = 60_000;
+
 export class KubeConfigError extends Error {
   override name = 'KubeConfigError';
 }
@@ -459,7 +462,8 @@ class ExecPlugin {
       const child = execFile(
         command,
         args,
-        { env: { ...process.env, ...env, KUBERNETES_EXEC_INFO: execInfo }, encoding: 'utf8', maxBuffer: 1024 * 1024 },
+        // A hung plugin must not hold every API request: it is killed after EXEC_TIMEOUT_MS.
+        { env: { ...process.env, ...env, KUBERNETES_EXEC_INFO: execInfo }, encoding: 'utf8', maxBuffer: 1024 * 1024, timeout: EXEC_TIMEOUT_MS },
         (err, stdout, stderr) => {
           if (err) reject(this.failure(err, stderr));
           else {
@@ -485,6 +489,7 @@ class ExecPlugin {
     const firstLine = stderr.split('\n').map((line) => line.trim()).find((line) => line !== '') ?? '';
     const said = firstLine ? `: ${firstLine.slice(0, 300)}` : '';
     if (typeof err.code === 'number') return new KubeConfigError(`${plugin} failed with exit code ${err.code}${said}`);
+    if (err.killed) return new KubeConfigError(`${plugin} did not finish within ${EXEC_TIMEOUT_MS / 1000} s${said}`);
     if (err.signal) return new KubeConfigError(`${plugin} was killed by ${err.signal}${said}`);
     return new KubeConfigError(`${plugin} could not run (${err.code ?? 'unknown error'})${said}`);
   }

@@ -9,39 +9,45 @@
 //   - Every request is aborted when it runs past its deadline, and loss is judged on a timer from the last
 //     successful renewal, so a hung request cannot hide a lost Lease. Seeing another holder while leading is a
 //     loss at once.
-import * as k8s from '@kubernetes/client-node';
 import { performance } from 'node:perf_hooks';
 import { type Cancel, type Clock, realClock } from '../controller/clock.js';
 import type { Logger } from '../logger.js';
-import { abortOptions, apiErrorMessage, isConflict, isNotFound, type KubeClient } from './client.js';
+import { apiErrorMessage, isConflict, type KubeClient } from './client.js';
+
+/** A coordination.k8s.io/v1 Lease as it travels: times are RFC 3339 strings with microseconds (MicroTime). */
+export interface Lease {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; [field: string]: unknown };
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+}
+
+/** A MicroTime: RFC 3339 with six fractional digits, as the API server writes it. */
+export function microTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+}
 
 /** The Lease calls the elector makes; each is aborted by signal. A seam for unit tests. */
 export interface LeaseAPI {
-  get(signal: AbortSignal): Promise<k8s.V1Lease | undefined>;
-  create(lease: k8s.V1Lease, signal: AbortSignal): Promise<k8s.V1Lease>;
+  get(signal: AbortSignal): Promise<Lease | undefined>;
+  create(lease: Lease, signal: AbortSignal): Promise<Lease>;
   /** Must be refused (409) when lease.metadata.resourceVersion is no longer current. */
-  replace(lease: k8s.V1Lease, signal: AbortSignal): Promise<k8s.V1Lease>;
+  replace(lease: Lease, signal: AbortSignal): Promise<Lease>;
 }
 
 export function kubeLeaseAPI(client: KubeClient, namespace: string, name: string): LeaseAPI {
-  const api = client.coordination;
+  const collection = `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`;
+  const path = `${collection}/${encodeURIComponent(name)}`;
+  const typed = (lease: Lease): Lease => ({ apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', ...lease });
   return {
-    async get(signal) {
-      client.count('get');
-      try {
-        return await api.readNamespacedLease({ namespace, name }, abortOptions(signal));
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
-    },
+    get: (signal) => client.getOptional<Lease>(path, signal),
     create(lease, signal) {
       client.count('create');
-      return api.createNamespacedLease({ namespace, body: lease }, abortOptions(signal));
+      return client.rest.request<Lease>('POST', collection, { body: typed(lease), signal });
     },
     replace(lease, signal) {
       client.count('update');
-      return api.replaceNamespacedLease({ namespace, name, body: lease }, abortOptions(signal));
+      return client.rest.request<Lease>('PUT', path, { body: typed(lease), signal });
     },
   };
 }
@@ -77,7 +83,7 @@ export interface LeaderElectionOptions {
 type Attempt = 'held' | 'heldByOther' | 'failed';
 
 /** What identifies one version of the Lease record: any change to these restarts the expiry count. */
-function recordOf(lease: k8s.V1Lease): string {
+function recordOf(lease: Lease): string {
   const s = lease.spec ?? {};
   return JSON.stringify([
     s.holderIdentity ?? '',
@@ -98,7 +104,7 @@ export class LeaderElector {
   private stopped = false;
   private leading = false;
   /** The Lease as last read or written, and when (on this.clock) its record last changed. */
-  private observed: k8s.V1Lease | undefined;
+  private observed: Lease | undefined;
   private observedRecord = '';
   private observedAtMs = 0;
   private lastRenewMs = 0;
@@ -152,7 +158,7 @@ export class LeaderElector {
     try {
       const lease = await this.bounded(this.api.get(ac.signal), ac.signal);
       if (lease?.spec?.holderIdentity !== this.opts.identity) return;
-      const now = new k8s.V1MicroTime(this.nowMs());
+      const now = microTime(this.nowMs());
       // As client-go: no holder, a 1s duration, transitions kept; resourceVersion makes it a no-op if taken.
       lease.spec = { leaseDurationSeconds: 1, acquireTime: now, renewTime: now, leaseTransitions: lease.spec.leaseTransitions };
       await this.bounded(this.api.replace(lease, ac.signal), ac.signal);
@@ -225,7 +231,7 @@ export class LeaderElector {
     });
   }
 
-  private observe(lease: k8s.V1Lease): void {
+  private observe(lease: Lease): void {
     const record = recordOf(lease);
     if (record !== this.observedRecord) {
       this.observedRecord = record;
@@ -235,7 +241,7 @@ export class LeaderElector {
   }
 
   /** A foreign Lease is expired when its record has not changed for its own leaseDuration, on our clock. */
-  private expired(lease: k8s.V1Lease): boolean {
+  private expired(lease: Lease): boolean {
     const durationMs = (lease.spec?.leaseDurationSeconds || Math.ceil(this.leaseDurationMs / 1000)) * 1000;
     return this.nowMs() >= this.observedAtMs + durationMs;
   }
@@ -259,16 +265,16 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(signal: AbortSignal): Promise<Attempt> {
     const old = await this.bounded(this.api.get(signal), signal);
-    const desired = (now: k8s.V1MicroTime, acquireTime: Date | undefined, transitions: number): k8s.V1LeaseSpec => ({
+    const desired = (now: string, acquireTime: string | undefined, transitions: number): NonNullable<Lease['spec']> => ({
       holderIdentity: this.opts.identity,
       leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000),
-      acquireTime: acquireTime ? new k8s.V1MicroTime(new Date(acquireTime).getTime()) : now,
+      acquireTime: acquireTime ? microTime(Date.parse(acquireTime)) : now,
       renewTime: now,
       leaseTransitions: transitions,
     });
     if (!old) {
-      const now = new k8s.V1MicroTime(this.nowMs());
-      const body: k8s.V1Lease = { metadata: { name: this.opts.name, namespace: this.opts.namespace }, spec: desired(now, undefined, 0) };
+      const now = microTime(this.nowMs());
+      const body: Lease = { metadata: { name: this.opts.name, namespace: this.opts.namespace }, spec: desired(now, undefined, 0) };
       this.observe(await this.bounded(this.api.create(body, signal), signal));
       return 'held';
     }
@@ -276,10 +282,10 @@ export class LeaderElector {
     const holder = old.spec?.holderIdentity;
     const mine = holder === this.opts.identity;
     if (holder && !mine && !this.expired(old)) return 'heldByOther';
-    const now = new k8s.V1MicroTime(this.nowMs());
+    const now = microTime(this.nowMs());
     const transitions = old.spec?.leaseTransitions ?? 0;
     // old.metadata carries the resourceVersion we read: if anyone wrote in between, this is refused with 409.
-    const body: k8s.V1Lease = {
+    const body: Lease = {
       ...old,
       spec: mine ? desired(now, old.spec?.acquireTime, transitions) : desired(now, undefined, transitions + 1),
     };

@@ -1,6 +1,6 @@
 // Watches exactly the Secrets that DatabaseConfigs reference (root credentials, CA), one field-selected watch per
 // Secret, instead of caching every Secret in the cluster. A change re-queues the configs that use the Secret.
-import * as k8s from '@kubernetes/client-node';
+import type * as k8s from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { KubeClient } from './client.js';
 import { ResilientInformer } from './informer.js';
@@ -33,11 +33,7 @@ export class RootSecretWatches {
         client: this.client,
         path: `/api/v1/namespaces/${namespace}/secrets`,
         fieldSelector: `metadata.name=${name}`,
-        list: async () => {
-          this.client.count('list');
-          const list = await this.client.core.listNamespacedSecret({ namespace, fieldSelector: `metadata.name=${name}` });
-          return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '' };
-        },
+        list: () => this.client.listSecrets(namespace, `metadata.name=${name}`),
         resyncPeriodMs: this.resyncPeriodMs,
         logger: this.logger,
       });
@@ -89,8 +85,6 @@ export class RootSecretWatches {
 /** Kept on a Secret that a DatabaseConfig references while the config may still need it to revoke roles. */
 export const SECRET_IN_USE_FINALIZER = 'dbcred.dev/in-use';
 
-const mergePatch = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
-
 /**
  * Adds (hold=true) or removes the in-use finalizer, with the resourceVersion it was read at as a precondition
  * (a concurrent change fails with 409 instead of being lost). No call when nothing would change. A Secret being
@@ -102,13 +96,5 @@ export async function setSecretInUse(client: KubeClient, secret: k8s.V1Secret, h
   const has = finalizers.includes(SECRET_IN_USE_FINALIZER);
   if (has === hold || (hold && meta.deletionTimestamp)) return;
   const next = hold ? [...finalizers, SECRET_IN_USE_FINALIZER] : finalizers.filter((f) => f !== SECRET_IN_USE_FINALIZER);
-  client.count('patch');
-  await client.core.patchNamespacedSecret(
-    {
-      namespace: meta.namespace ?? '',
-      name: meta.name ?? '',
-      body: { metadata: { finalizers: next.length ? next : null, resourceVersion: meta.resourceVersion } },
-    },
-    mergePatch,
-  );
+  await client.patchSecretMetadata(meta.namespace ?? '', meta.name ?? '', { finalizers: next.length ? next : null, resourceVersion: meta.resourceVersion });
 }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import * as k8s from '@kubernetes/client-node';
 import winston from 'winston';
 import { KubeClient } from '../../src/k8s/client.js';
+import { ApiError } from '../../src/k8s/rest.js';
+import { testAccess } from './testAccess.js';
 import { ResilientInformer, nextStep, type WatchFn } from '../../src/k8s/informer.js';
 
 interface Obj {
@@ -42,17 +43,10 @@ function fakeWatch(script: (call: WatchCall, index: number) => void): { watch: W
 }
 
 function informerWith(watch: WatchFn, lists: string[]): ResilientInformer<Obj> {
-  const kc = new k8s.KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-    currentContext: 'x',
-  });
   let listed = 0;
   return new ResilientInformer<Obj>({
     name: 'test',
-    client: new KubeClient(kc),
+    client: new KubeClient(testAccess()),
     path: '/api/v1/things',
     list: async () => {
       const rv = String(100 * ++listed);
@@ -69,7 +63,7 @@ describe('informer: what follows the end of a watch', () => {
   it('relists on 410 Gone, whether an ERROR event in the stream or the status of the watch request', () => {
     assert.equal(nextStep(undefined, true), 'relist');
     assert.equal(nextStep(httpStatusError(410), false), 'relist');
-    assert.equal(nextStep(new k8s.ApiException(410, 'Gone', '{}', {}), false), 'relist');
+    assert.equal(nextStep(new ApiError(410, { reason: 'Expired' }), false), 'relist');
   });
 
   it('backs off and re-watches from where it is on any other error, re-watches at once after a clean end', () => {

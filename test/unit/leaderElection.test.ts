@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import * as k8s from '@kubernetes/client-node';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { FakeClock } from '../../src/controller/clock.js';
 import type { KubeClient } from '../../src/k8s/client.js';
-import { LeaderElector, type LeaseAPI } from '../../src/k8s/leaderElection.js';
+import { LeaderElector, microTime, type Lease, type LeaseAPI } from '../../src/k8s/leaderElection.js';
+import { ApiError } from '../../src/k8s/rest.js';
 
 const HOUR = 3_600_000;
 
@@ -14,7 +14,7 @@ async function flush(): Promise<void> {
 
 /** An API server for one Lease: resourceVersions, 404 when absent, 409 on a stale resourceVersion. */
 class FakeLeaseServer implements LeaseAPI {
-  lease: k8s.V1Lease | undefined;
+  lease: Lease | undefined;
   private rv = 0;
   /** While true, every request hangs forever and ignores its signal (a stopped API server). */
   hang = false;
@@ -22,33 +22,33 @@ class FakeLeaseServer implements LeaseAPI {
   beforeReplace: (() => void) | undefined;
   replaces = 0;
 
-  async get(): Promise<k8s.V1Lease | undefined> {
+  async get(): Promise<Lease | undefined> {
     if (this.hang) return new Promise(() => undefined);
     return this.lease && structuredClone(this.lease);
   }
 
-  async create(lease: k8s.V1Lease): Promise<k8s.V1Lease> {
+  async create(lease: Lease): Promise<Lease> {
     if (this.hang) return new Promise(() => undefined);
-    if (this.lease) throw new k8s.ApiException(409, 'AlreadyExists', '{}', {});
+    if (this.lease) throw new ApiError(409, { reason: 'AlreadyExists' });
     return this.store(lease);
   }
 
-  async replace(lease: k8s.V1Lease): Promise<k8s.V1Lease> {
+  async replace(lease: Lease): Promise<Lease> {
     if (this.hang) return new Promise(() => undefined);
     this.beforeReplace?.();
     if (!this.lease || lease.metadata?.resourceVersion !== this.lease.metadata?.resourceVersion) {
-      throw new k8s.ApiException(409, 'Conflict', '{}', {});
+      throw new ApiError(409, { reason: 'Conflict' });
     }
     this.replaces++;
     return this.store(lease);
   }
 
   /** Another process writes the Lease (its own clock, its own idea of time). */
-  write(spec: k8s.V1LeaseSpec): void {
+  write(spec: NonNullable<Lease['spec']>): void {
     this.store({ metadata: { name: 'lease', namespace: 'ns' }, spec });
   }
 
-  private store(lease: k8s.V1Lease): k8s.V1Lease {
+  private store(lease: Lease): Lease {
     this.lease = structuredClone({ ...lease, metadata: { ...lease.metadata, resourceVersion: String(++this.rv) } });
     return structuredClone(this.lease);
   }
@@ -103,12 +103,12 @@ function start(s: Setup): () => boolean {
   return () => leading;
 }
 
-function foreign(s: Setup, renewTime: number, transitions = 3): k8s.V1LeaseSpec {
+function foreign(s: Setup, renewTime: number, transitions = 3): NonNullable<Lease['spec']> {
   return {
     holderIdentity: 'other',
     leaseDurationSeconds: 15,
-    acquireTime: new k8s.V1MicroTime(renewTime),
-    renewTime: new k8s.V1MicroTime(renewTime),
+    acquireTime: microTime(renewTime),
+    renewTime: microTime(renewTime),
     leaseTransitions: transitions,
   };
 }
