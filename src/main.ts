@@ -6,12 +6,12 @@ import { realClock } from './controller/clock.js';
 import { Controller } from './controller/controller.js';
 import { KubeClient, apiErrorMessage, type KindKey } from './k8s/client.js';
 import { EventRecorder } from './k8s/events.js';
-import { NamespacedInformers, ResilientInformer, metadataWatch, objectKey } from './k8s/informer.js';
+import { NamespacedInformers, ResilientInformer, metadataWatch, objectKey, withoutBookkeeping } from './k8s/informer.js';
 import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
 import { resolveInstallation } from './k8s/installation.js';
 import { createLogger, type Logger } from './logger.js';
-import { observeReconcile, registry } from './metrics.js';
+import { observeQueue, observeReconcile, registry } from './metrics.js';
 import { PoolRegistry } from './postgres/pool.js';
 import { keyOf, type OperatorContext } from './reconcilers/context.js';
 import { DatabaseConfigReconciler } from './reconcilers/databaseconfig.js';
@@ -88,6 +88,7 @@ async function main(): Promise<void> {
       client,
       path: client.resourcePath(kind, ns),
       list: () => client.listResources<T>(kind, ns),
+      transform: withoutBookkeeping,
       resyncPeriodMs: settings.resyncPeriodMs,
       logger,
     }));
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
       path: ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
       labelSelector: managedBy,
       list: () => client.listSecretMetadata(ns, managedBy, ownedSecretMeta),
-      watch: metadataWatch(client.kc),
+      watch: metadataWatch(client),
       transform: ownedSecretMeta,
       resyncPeriodMs: settings.resyncPeriodMs,
       logger,
@@ -136,6 +137,8 @@ async function main(): Promise<void> {
   configCtl = new Controller({ name: 'databaseconfig', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: 2, reconcile: (k) => configs.reconcile(k) });
   const roleCtl = new Controller({ name: 'databaserole', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: 2, reconcile: (k) => roles.reconcile(k) });
   const credCtl = new Controller({ name: 'databasecredential', logger, describeError: apiErrorMessage, observe: observeReconcile, workers: settings.workers, reconcile: (k) => credentials.reconcile(k) });
+
+  for (const c of [configCtl, roleCtl, credCtl]) observeQueue(c.name, { depth: () => c.queue.len(), inFlight: () => c.queue.inFlight() });
 
   // Event → key mapping. Handlers only enqueue.
   const credentialsOfRole = (roleKey: string) =>

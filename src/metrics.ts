@@ -58,6 +58,34 @@ export const unprovenRoles = new client.Gauge({
   registers: [registry],
 });
 
+/** Each controller's work queue, read at scrape time. */
+const queues = new Map<string, { depth: () => number; inFlight: () => number }>();
+
+export const queueDepth = new client.Gauge({
+  name: 'dbcred_workqueue_depth',
+  help: 'Keys waiting for a worker, by controller (delayed requeues not counted).',
+  labelNames: ['controller'] as const,
+  registers: [registry],
+  collect() {
+    for (const [controller, q] of queues) this.set({ controller }, q.depth());
+  },
+});
+
+export const queueInFlight = new client.Gauge({
+  name: 'dbcred_workqueue_in_flight',
+  help: 'Keys being reconciled now, by controller.',
+  labelNames: ['controller'] as const,
+  registers: [registry],
+  collect() {
+    for (const [controller, q] of queues) this.set({ controller }, q.inFlight());
+  },
+});
+
+/** Reports a controller's queue in dbcred_workqueue_depth and dbcred_workqueue_in_flight. */
+export function observeQueue(controller: string, q: { depth: () => number; inFlight: () => number }): void {
+  queues.set(controller, q);
+}
+
 export function countCredentialEvent(event: CredentialEvent, n = 1): void {
   credentialEvents.inc({ event }, n);
 }

@@ -154,6 +154,11 @@ export class WorkQueue {
     return this.queue.length;
   }
 
+  /** Number of keys handed out by get() and not yet done(). */
+  inFlight(): number {
+    return this.processing.size;
+  }
+
   isShuttingDown(): boolean {
     return this.shuttingDown;
   }

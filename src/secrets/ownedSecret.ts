@@ -102,10 +102,18 @@ export class SecretContents {
     return live;
   }
 
-  /** Records a Secret as the API server returned it from a read or a write. */
+  /**
+   * Records a Secret as the API server returned it from a read or a write: only what the reconcilers read of it
+   * (identity, version, owner, labels, annotations, type, data), not managedFields and the client's empty fields.
+   */
   remember(secret: k8s.V1Secret): void {
     if (!ownedSecretMeta(secret)) return;
-    this.known.set(objectKey(secret), secret);
+    const m = secret.metadata ?? {};
+    this.known.set(objectKey(secret), {
+      type: secret.type,
+      data: secret.data,
+      metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences },
+    });
   }
 
   /** Drops copies whose Secret is not in the cache (e.g. created, then deleted while the watch was relisting). */
