@@ -3,7 +3,7 @@ import winston from 'winston';
 import { KubeClient } from '../../src/k8s/client.js';
 import { ApiError } from '../../src/k8s/rest.js';
 import { testAccess } from './testAccess.js';
-import { ResilientInformer, nextStep, type WatchFn } from '../../src/k8s/informer.js';
+import { ResilientInformer, nextStep, withoutBookkeeping, type WatchFn } from '../../src/k8s/informer.js';
 
 interface Obj {
   metadata: { name: string; namespace: string; resourceVersion: string };
@@ -125,5 +125,25 @@ describe('informer: what follows the end of a watch', () => {
     } finally {
       informer.stop();
     }
+  });
+});
+
+describe('informer: what the caches keep of an object', () => {
+  it('drops managedFields and kubectl last-applied-configuration, keeps every other annotation, and is idempotent', () => {
+    const obj = {
+      metadata: {
+        name: 'c',
+        managedFields: [{ manager: 'kubectl', operation: 'Apply' }],
+        annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"spec":{}}', 'dbcred.dev/rotate': 'now' },
+      },
+      spec: { ttl: '1h' },
+    };
+    const kept = withoutBookkeeping(withoutBookkeeping(obj));
+    assert.deepEqual(kept, { metadata: { name: 'c', annotations: { 'dbcred.dev/rotate': 'now' } }, spec: { ttl: '1h' } });
+  });
+
+  it('leaves no empty annotations object behind (an annotation change compares equal)', () => {
+    const kept = withoutBookkeeping({ metadata: { name: 'c', annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{}' } } });
+    assert.deepEqual(kept, { metadata: { name: 'c' } });
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { FakeClock } from '../../src/controller/clock.js';
+import { observeQueue, registry } from '../../src/metrics.js';
 import {
   DEFAULT_BASE_DELAY_MS,
   DEFAULT_MAX_DELAY_MS,
@@ -207,5 +208,20 @@ describe('FakeClock', () => {
     clock.advance(100);
     assert.deepEqual(fired, ['a@10', 'd@16', 'b@20', 'c@20']);
     assert.equal(clock.now().getTime(), 115);
+  });
+});
+
+describe('work queue metrics', () => {
+  it('reports each controller queue\'s waiting and in-flight keys at scrape time', async () => {
+    const q = new WorkQueue();
+    observeQueue('test-controller', { depth: () => q.len(), inFlight: () => q.inFlight() });
+    q.add('a');
+    q.add('b');
+    const key = await q.get();
+    const text = await registry.metrics();
+    assert.match(text, /^dbcred_workqueue_depth\{controller="test-controller"\} 1$/m);
+    assert.match(text, /^dbcred_workqueue_in_flight\{controller="test-controller"\} 1$/m);
+    q.done(key as string);
+    assert.match(await registry.metrics(), /^dbcred_workqueue_in_flight\{controller="test-controller"\} 0$/m);
   });
 });
