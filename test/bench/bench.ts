@@ -10,17 +10,29 @@
 // BENCH_FLOOR_KEEPALIVE=false skips the keep-alive floor; WORKERS (operator default 8) is passed to the operator and
 // used as the floor's concurrency. For diagnosis: BENCH_LOG_LEVEL=debug (counts reconciles; distorts timing) and
 // BENCH_OPERATOR_LOG=<file> (the operator's output).
+// BENCH_SCALE=K (e.g. 10000): after the burst, fill up to K credentials held and measure memory per credential,
+// an idle steady state and a restart at scale (scale.ts); the revocation phase then runs during a burst of
+// BENCH_TTL_BURST (default 1000) creates. BENCH_PROFILE=true: a CPU profile of the operator (whole run) and heap
+// snapshots, summarized in the output. Everything is written under .dev/bench/<time>/ (table, JSON, chart.svg).
 import * as k8s from '@kubernetes/client-node';
 import os from 'node:os';
 import pg from 'pg';
 import { API_VERSION, GROUP, VERSION, type Condition, type DatabaseCredential } from '../../src/api/types.js';
 import { loadConfig } from '../../src/config.js';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { Environment } from '../env/environment.js';
+import { KubeClient } from '../../src/k8s/client.js';
+import { clusterAccessFromFile } from '../../src/k8s/kubeconfig.js';
+import { REPO_ROOT } from '../env/controlplane.js';
 import { freePort } from '../env/processes.js';
 import { Floor } from './floor.js';
 import { PgSampler, type SessionState } from './pgsampler.js';
 import { RssSampler, cpuByGroup, cpuDelta, machineBusySeconds, memoryOf } from './procstats.js';
 import { KeepWatching, OperatorUnderTest, countsDelta, totalOf } from './processes.js';
+import { newestFile, summarizeCpuProfile, summarizeHeapSnapshot, type Share } from './profile.js';
+import { runScale, type ScaleResult } from './scale.js';
+import { renderChart } from './chart.js';
 import { fmt, mapLimit, sleep, summarize, type Summary } from './stats.js';
 
 // ---- settings ----
@@ -38,6 +50,16 @@ const TTL_N = intEnv('BENCH_TTL_N', 50, 0);
 const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 20);
 const TIMEOUT_MS = intEnv('BENCH_TIMEOUT_S', 600) * 1000;
 const SKIP_FLOOR = process.env.BENCH_SKIP_FLOOR === 'true';
+const SCALE = intEnv('BENCH_SCALE', 0, 0);
+const TTL_BURST = intEnv('BENCH_TTL_BURST', SCALE ? 1000 : 0, 0);
+const PROFILE = process.env.BENCH_PROFILE === 'true';
+const OUT_DIR = path.join(REPO_ROOT, '.dev', 'bench', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
+/** Where node writes the operator's CPU profile and heap snapshots. */
+const PROF_DIR = path.join(OUT_DIR, 'profile');
+const OPERATOR_NODE_ARGS = [
+  ...(SCALE || PROFILE ? [`--diagnostic-dir=${PROF_DIR}`, '--heapsnapshot-signal=SIGUSR2'] : []),
+  ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : []),
+];
 const IDLE_SAMPLES = 3;
 const TTL = '5s';
 const VERIFY_SAMPLE = 5;
@@ -73,7 +95,7 @@ interface Track {
 
 const tracks = new Map<string, Track>();
 /** Successful writes seen by the benchmark's watches (MODIFIED events), to tell wasted requests from useful ones. */
-const writesSeen = { credentials: 0, roles: 0 };
+const writesSeen = { credentials: 0, roles: 0, secrets: 0 };
 
 interface IssuerResult {
   throughput: number;
@@ -119,12 +141,16 @@ function track(namespace: string, name: string): Track {
 const condition = (obj: { status?: { conditions?: Condition[] } }, type: string) => obj.status?.conditions?.find((c) => c.type === type);
 
 const phaseWallMs: Record<string, number> = {};
+const phaseSpans: Array<{ name: string; start: number; end: number }> = [];
+/** The burst's credential names (for the chart's latency distribution). */
+let issueTrackNames: string[] = [];
 async function phase<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const start = Date.now();
   try {
     return await fn();
   } finally {
     phaseWallMs[name] = Date.now() - start;
+    phaseSpans.push({ name, start, end: Date.now() });
     log(`phase ${name}: ${((Date.now() - start) / 1000).toFixed(1)} s`);
   }
 }
@@ -203,6 +229,10 @@ async function main(): Promise<number> {
 
     // ---- set-up: a table for the GRANT, namespaces, the operator, the platform objects ----
     const operatorPort = await freePort();
+    mkdirSync(PROF_DIR, { recursive: true });
+    const newOperator = () =>
+      new OperatorUnderTest(e.kubeconfigPath, operatorPort, process.env.BENCH_LOG_LEVEL ? { LOG_LEVEL: process.env.BENCH_LOG_LEVEL } : {}, process.env.BENCH_OPERATOR_LOG || undefined, OPERATOR_NODE_ARGS);
+    const t0 = Date.now();
     let rss: RssSampler | undefined;
     const opPids = () => new Map(operator?.pid ? [[operator.pid, 'operator']] : []);
     let rssAtReady = 0;
@@ -212,7 +242,7 @@ async function main(): Promise<number> {
       await pgAdmin.query(`INSERT INTO public.bench_items SELECT g, 'item ' || g FROM generate_series(1, ${TABLE_ROWS}) g ON CONFLICT DO NOTHING`);
       await core.createNamespace({ body: { metadata: { name: NS } } });
 
-      operator = new OperatorUnderTest(e.kubeconfigPath, operatorPort, process.env.BENCH_LOG_LEVEL ? { LOG_LEVEL: process.env.BENCH_LOG_LEVEL } : {}, process.env.BENCH_OPERATOR_LOG || undefined);
+      operator = newOperator();
       operator.start();
       await operator.waitReady();
       rss = new RssSampler(operator.pid as number, 100);
@@ -249,8 +279,28 @@ async function main(): Promise<number> {
         });
       }
     });
-    const op = operator as unknown as OperatorUnderTest;
+    let op = operator as unknown as OperatorUnderTest;
     const operatorAlive = () => (op.running ? undefined : `the operator exited:\n${op.lastOutput()}`);
+    // A heap snapshot (node writes it on SIGUSR2, after a full GC): live bytes, and by constructor (largest first).
+    const heapSnapshots: Array<{ label: string; totalMiB: number; top: Array<{ what: string; bytes: number; count: number }> }> = [];
+    const heapSnapshot = async (label: string): Promise<number> => {
+      const before = newestFile(PROF_DIR, '.heapsnapshot');
+      op.signal('SIGUSR2');
+      let file: string | undefined;
+      let size = -1;
+      await waitUntil(`heap snapshot ${label}`, () => {
+        const f = newestFile(PROF_DIR, '.heapsnapshot');
+        if (!f || f === before) return false;
+        const now = statSync(f).size;
+        const stable = f === file && now === size && now > 0;
+        [file, size] = [f, now];
+        return stable;
+      }, 300_000, 1000);
+      const summary = summarizeHeapSnapshot(file as string, 12);
+      heapSnapshots.push({ label, totalMiB: summary.totalBytes / 2 ** 20, top: summary.shares });
+      return summary.totalBytes;
+    };
+    if (PROFILE) await heapSnapshot('ready'); // (grows the process: its RSS figures are then not comparable)
 
     // Watches: when each Secret appears/disappears and when each credential turns Ready/Expired.
     const secretWatch = (ns: string) =>
@@ -258,6 +308,7 @@ async function main(): Promise<number> {
         const t = track(ns, s.metadata?.name ?? '');
         if (type === 'DELETED') t.secretDeletedAt ??= at;
         else t.secretAt ??= at;
+        if (type === 'MODIFIED' && ns === NS) writesSeen.secrets++;
       });
     const credWatch = new KeepWatching<DatabaseCredential>(kc, `/apis/${API_VERSION}/namespaces/${NS}/${PLURAL}`, (type, c, at) => {
       if (type === 'DELETED') return;
@@ -296,6 +347,7 @@ async function main(): Promise<number> {
 
     // ---- issue: N at once ----
     const issueNames = names('c', N);
+    issueTrackNames = issueNames;
     rss?.setPhase('issue');
     await sleep(1500); // let the role's activeCredentials update from the idle phase pass
     const reqBefore = await op.apiRequests();
@@ -381,6 +433,7 @@ async function main(): Promise<number> {
 
     // ---- revocation lag: TTL_N credentials with ttl 5s and no rotation ----
     const ttlNames = names('ttl', TTL_N);
+    const ttlBurstNames = names('b', TTL_BURST);
     rss?.setPhase('ttl');
     const cpuTtlBefore = cpuByGroup(opPids());
     const reqTtlBefore = await op.apiRequests();
@@ -391,6 +444,14 @@ async function main(): Promise<number> {
         return;
       }
       const creating = mapLimit(ttlNames, CONCURRENCY, (name) => createCredential(NS, name, { roleRef: { name: ROLE }, ttl: TTL, rotation: { enabled: false } }));
+      // With BENCH_TTL_BURST, a burst of creates runs while these leases end: revocation must not queue behind it.
+      const burst = TTL_BURST
+        ? (async () => {
+            await creating;
+            await waitUntil('the TTL credentials to be Ready', () => ttlNames.every((n) => track(NS, n).readyAt !== undefined), 60_000, 50);
+            await mapLimit(ttlBurstNames, CONCURRENCY, (name) => createCredential(NS, name, { roleRef: { name: ROLE } }));
+          })()
+        : Promise.resolve();
       const deadline = Date.now() + 180_000;
       // Poll PostgreSQL every 50 ms for every username known so far (status.username once Ready).
       for (;;) {
@@ -414,6 +475,8 @@ async function main(): Promise<number> {
         await sleep(50);
       }
       await creating;
+      await burst;
+      if (TTL_BURST) await waitUntil(`the ${TTL_BURST} burst credentials to be issued`, () => ttlBurstNames.every((n) => track(NS, n).readyAt !== undefined), 600_000, 250, operatorAlive).catch((err: Error) => failures.push(err.message));
       // The Secret deletions and Expired conditions trail the DROP ROLE slightly.
       await waitUntil('TTL Secrets deleted and Expired=True', () => ttlNames.every((n) => track(NS, n).secretDeletedAt !== undefined && track(NS, n).expiredAt !== undefined), 30_000).catch((err: Error) => failures.push(err.message));
     });
@@ -422,12 +485,56 @@ async function main(): Promise<number> {
     const ttlResult = {
       n: TTL_N,
       ttl: TTL,
+      duringBurstOf: TTL_BURST,
       roleGoneLag: lagAfter((t) => t.roleGoneAt),
       secretDeletedLag: lagAfter((t) => t.secretDeletedAt),
       expiredConditionLag: lagAfter((t) => t.expiredAt),
       apiRequests: countsDelta(reqTtlBefore, await op.apiRequests()),
       cpuSeconds: cpuDelta(cpuTtlBefore, cpuByGroup(opPids())),
     };
+
+    const hwmBeforeScale = memoryOf(op.pid as number)?.hwmKb ?? NaN;
+    const rssPeakBeforeScale = rss?.peakKb ?? NaN;
+
+    // ---- scale: hold BENCH_SCALE credentials; steady state; restart ----
+    let scale: ScaleResult | undefined;
+    if (SCALE && !issueTimedOut) {
+      rss?.setPhase('scale');
+      const held = [...tracks].filter(([key, t]) => key.startsWith(`${NS}/`) && t.readyAt !== undefined && t.expiredAt === undefined).length;
+      scale = await phase('scale', () =>
+        runScale(
+          {
+            kc,
+            custom,
+            pgAdmin,
+            namespace: NS,
+            plural: PLURAL,
+            roleName: ROLE,
+            concurrency: CONCURRENCY,
+            operator: () => op,
+            restart: async () => {
+              rss?.setPhase('restart');
+              await op.stop();
+              op = newOperator();
+              operator = op;
+              op.start();
+              await op.waitReady(300_000);
+              rss?.follow(op.pid as number);
+              return op;
+            },
+            createCredential: (name, spec) => createCredential(NS, name, spec),
+            isIssued: (name) => track(NS, name).readyAt !== undefined && track(NS, name).secretAt !== undefined,
+            writesSeen: () => ({ credentials: writesSeen.credentials, secrets: writesSeen.secrets }),
+            heapLiveBytes: (label) => heapSnapshot(label),
+            rssKb: () => memoryOf(op.pid as number)?.rssKb ?? NaN,
+            log,
+            failures,
+          },
+          SCALE,
+          held,
+        ),
+      );
+    }
 
     // ---- teardown: delete every credential while the operator runs (its finalizer revokes the roles) ----
     rss?.setPhase('teardown');
@@ -453,9 +560,9 @@ async function main(): Promise<number> {
     };
 
     // ---- the operator's memory, then stop it ----
-    const hwm = memoryOf(op.pid as number)?.hwmKb ?? NaN;
     rss?.stop();
-    const memory = { rssAtReadyMiB: rssAtReady / 1024, peakSampledIssueMiB: issueRss / 1024, peakSampledMiB: (rss?.peakKb ?? NaN) / 1024, vmHWMMiB: hwm / 1024, samples: rss?.samples ?? 0 };
+    // Before the scale phase: the burst's figures (the scale phase reports its own).
+    const memory = { rssAtReadyMiB: rssAtReady / 1024, peakSampledIssueMiB: issueRss / 1024, peakSampledMiB: rssPeakBeforeScale / 1024, vmHWMMiB: hwmBeforeScale / 1024, samples: rss?.samples ?? 0 };
     await phase('operator-stop', () => op.stop());
     opSecrets.stop();
     credWatch.stop();
@@ -470,7 +577,7 @@ async function main(): Promise<number> {
       await floorSecrets.start();
       const floor = new Floor({
         kc,
-        keepAlive,
+        operatorClient: keepAlive ? new KubeClient(clusterAccessFromFile(e.kubeconfigPath)) : undefined,
         namespace: ns,
         names: floorNames,
         platformNamespace: NS,
@@ -543,10 +650,17 @@ async function main(): Promise<number> {
       ratio: ratios(opResult, floorResult),
       ratioKeepAlive: ratios(opResult, floorKeepAlive),
       revocation: ttlResult,
+      scale,
       teardown,
+      heapSnapshots,
+      cpuProfile: undefined as undefined | { totalMs: number; busyMs: number; shares: Share[] },
       failures,
     };
-    printTable(result, op);
+    // The CPU profile is written when the operator exits (it did, above).
+    const cpuFile = PROFILE ? newestFile(PROF_DIR, '.cpuprofile') : undefined;
+    if (cpuFile) result.cpuProfile = summarizeCpuProfile(cpuFile, 16);
+    const table = printTable(result, op);
+    writeOutputs(result, table, rss?.series ?? [], t0);
     process.stdout.write(`BENCH_JSON ${JSON.stringify(result, (_k, v: unknown) => (typeof v === 'number' && !Number.isInteger(v) ? Math.round(v * 1000) / 1000 : v))}\n`);
     return failures.length ? 1 : 0;
   } finally {
@@ -588,12 +702,50 @@ type Result = {
   floor?: IssuerResult;
   floorKeepAlive?: IssuerResult;
   ratio?: { throughput: number; p50: number; p99: number; apiRequests: number };
-  revocation: { n: number; ttl: string; roleGoneLag: Summary; secretDeletedLag: Summary; expiredConditionLag: Summary; apiRequests: Record<string, number>; cpuSeconds: Record<string, number> };
+  revocation: { n: number; ttl: string; duringBurstOf: number; roleGoneLag: Summary; secretDeletedLag: Summary; expiredConditionLag: Summary; apiRequests: Record<string, number>; cpuSeconds: Record<string, number> };
   teardown: { credentials: number; wallMs: number; apiRequests: Record<string, number>; cpuSeconds: Record<string, number>; rolesLeft: number };
+  scale?: ScaleResult;
+  heapSnapshots: Array<{ label: string; totalMiB: number; top: Array<{ what: string; bytes: number; count: number }> }>;
+  cpuProfile?: { totalMs: number; busyMs: number; shares: Share[] };
   failures: string[];
 };
 
-function printTable(r: Result, op: OperatorUnderTest): void {
+/** Writes of the issue path: every verb that changes something (Event creates included). */
+const WRITE_VERBS = ['create', 'patch', 'update', 'delete'];
+
+/** The issue's targets, each with what this run measured. */
+function targets(r: Result): Array<{ target: string; measured: string; met: boolean | undefined }> {
+  const o = r.operator;
+  const k = r.floorKeepAlive;
+  const cpu = (x: IssuerResult) => (Object.values(x.cpuSeconds).reduce((a, b) => a + b, 0) * 1000) / r.n;
+  const writes = WRITE_VERBS.reduce((a, v) => a + (o.apiRequestsByVerb[v] ?? 0), 0) / r.n;
+  const rows: Array<{ target: string; measured: string; met: boolean | undefined }> = [
+    { target: 'throughput >= 70 credentials/s', measured: `${fmt(o.throughput, 1)}/s`, met: o.throughput >= 70 },
+    { target: 'throughput >= 0.9 x floor with keep-alive (same run)', measured: k ? `${(o.throughput / k.throughput).toFixed(2)}x of ${fmt(k.throughput, 1)}/s` : 'no floor', met: k ? o.throughput >= 0.9 * k.throughput : undefined },
+    { target: 'CPU <= 28 ms / credential, all processes', measured: `${fmt(cpu(o), 1)} ms`, met: cpu(o) <= 28 },
+    { target: 'CPU <= 5 ms / credential, operator', measured: `${fmt(((o.cpuSeconds.operator ?? NaN) * 1000) / r.n, 1)} ms`, met: ((o.cpuSeconds.operator ?? Infinity) * 1000) / r.n <= 5 },
+    { target: 'create -> Secret p99 < 2 s under the burst', measured: `${fmt(o.createToSecret.p99)} ms`, met: o.createToSecret.p99 < 2000 },
+    { target: 'API writes <= 3 / issued credential', measured: `${writes.toFixed(2)} (${fmt(o.apiRequestsPerCredential, 2)} requests)`, met: writes <= 3 },
+    { target: 'operator RSS <= 80 MiB when ready', measured: `${fmt(o.memory.rssAtReadyMiB, 1)} MiB`, met: o.memory.rssAtReadyMiB <= 80 },
+    { target: `revocation lag p99 <= 1 s${r.revocation.duringBurstOf ? ` (during a burst of ${r.revocation.duringBurstOf})` : ' (quiet)'}`, measured: `${fmt(r.revocation.roleGoneLag.p99)} ms`, met: r.revocation.roleGoneLag.p99 <= 1000 },
+  ];
+  const sc = r.scale;
+  if (sc) {
+    rows.push(
+      { target: `${sc.held} credentials held with RSS <= 150 MiB`, measured: `${fmt(sc.rssMiBAfter, 1)} MiB`, met: sc.rssMiBAfter <= 150 },
+      { target: '<= 4 KiB of heap per credential held', measured: `${fmt(sc.heapBytesPerCredential / 1024, 2)} KiB`, met: sc.heapBytesPerCredential <= 4096 },
+      { target: 'restart: steady within 60 s', measured: `${fmt(sc.restart.steadySeconds, 1)} s (ready after ${fmt(sc.restart.readySeconds, 1)} s)`, met: sc.restart.steadySeconds <= 60 },
+      { target: 'restart: <= 1 API request / credential', measured: `${fmt(sc.restart.requestsPerCredential, 2)}`, met: sc.restart.requestsPerCredential <= 1 },
+      { target: 'restart: nothing re-issued, no status or Secret rewritten', measured: `${sc.restart.reissued} re-issued, ${sc.restart.credentialWrites} status, ${sc.restart.secretWrites} Secret writes`, met: sc.restart.reissued + sc.restart.credentialWrites + sc.restart.secretWrites === 0 },
+      { target: 'restart: no PostgreSQL writes', measured: `${sc.restart.roleRowsChanged} role rows changed`, met: sc.restart.roleRowsChanged === 0 },
+      { target: 'steady state: API requests/s ~ renewals due', measured: `${fmt(sc.steady.requestsPerSecond, 2)}/s with ${sc.steady.renewalsDue} renewals due in ${fmt(sc.steady.seconds)} s`, met: sc.steady.requestsPerSecond <= (sc.steady.renewalsDue * 3) / sc.steady.seconds + 0.05 },
+      { target: 'lists served from the watch cache', measured: `${sc.lists.fromCache} from cache, ${sc.lists.fromStorage} from etcd (at restart)`, met: sc.lists.fromCache > 0 && sc.lists.fromStorage === 0 },
+    );
+  }
+  return rows;
+}
+
+function printTable(r: Result, op: OperatorUnderTest): string {
   const out: string[] = [];
   const o = r.operator;
   const f = r.floor;
@@ -631,7 +783,7 @@ function printTable(r: Result, op: OperatorUnderTest): void {
   out.push('');
   out.push('  floor     = the same API and PostgreSQL work by a straight-line script (test/bench/floor.ts), same client library');
   out.push('              (client-node: a new TLS connection per request), same WORKERS, same pool size');
-  out.push('  floor+k-a = the floor with one keep-alive https.Agent for its requests (what connection reuse alone is worth)');
+  out.push('  floor+k-a = the floor with the operator\'s own API client for its requests (src/k8s/rest.ts: one keep-alive pool)');
   out.push('  all processes = operator or script + kube-apiserver + etcd + PostgreSQL + controller manager + the benchmark itself:');
   out.push('              the least noisy measure of cost when the machine is CPU-bound (machine busy near its core count)');
   out.push('  issuer CPU = the operator process, or the script process (which also runs the benchmark\'s Secret watch)');
@@ -667,8 +819,54 @@ function printTable(r: Result, op: OperatorUnderTest): void {
     out.push('  FAILURES:');
     for (const x of r.failures) out.push(`    - ${x}`);
   }
+  const sc = r.scale;
+  if (sc) {
+    out.push('');
+    out.push(`  scale (BENCH_SCALE=${sc.target}): ${sc.created} more credentials issued in ${fmt(sc.issueSeconds, 1)} s; ${sc.held} held`);
+    out.push(`    heap (live, from snapshots) ${fmt(sc.heapLiveMiBBefore, 1)} -> ${fmt(sc.heapLiveMiBAfter, 1)} MiB = ${fmt(sc.heapBytesPerCredential)} bytes per credential; RSS ${fmt(sc.rssMiBBefore, 1)} -> ${fmt(sc.rssMiBAfter, 1)} MiB`);
+    out.push(`    idle ${fmt(sc.steady.seconds)} s: API requests ${JSON.stringify(sc.steady.apiRequests)} (${fmt(sc.steady.requestsPerSecond, 2)}/s), renewals due ${sc.steady.renewalsDue}, status writes ${sc.steady.credentialWrites}, Secret writes ${sc.steady.secretWrites}`);
+    const rs = sc.restart;
+    out.push(`    restart: ready ${fmt(rs.readySeconds, 1)} s, steady ${fmt(rs.steadySeconds, 1)} s; ${rs.reconciles} reconciles; API requests ${JSON.stringify(rs.apiRequests)} (${fmt(rs.requestsPerCredential, 2)}/credential);`);
+    out.push(`             status writes ${rs.credentialWrites}, Secret writes ${rs.secretWrites}, re-issued ${rs.reissued}, PostgreSQL role rows changed ${rs.roleRowsChanged}; RSS after ${fmt(rs.rssMiBAfter, 1)} MiB`);
+    out.push(`    lists at restart (apiserver metrics, credentials + Secrets): ${sc.lists.fromCache} served from the watch cache, ${sc.lists.fromStorage} from etcd`);
+  }
+  for (const h of r.heapSnapshots) {
+    out.push(`  heap snapshot "${h.label}": ${fmt(h.totalMiB, 1)} MiB live; largest: ${h.top.slice(0, 8).map((x) => `${x.what} ${fmt(x.bytes / 1024)} KiB (${x.count})`).join(', ')}`);
+  }
+  if (r.cpuProfile) {
+    const p = r.cpuProfile;
+    out.push(`  operator CPU profile (whole run, ${fmt(p.busyMs)} ms busy): ${p.shares.map((x) => `${x.what} ${fmt(x.pct, 1)}%`).join(', ')}`);
+  }
   out.push('');
-  process.stdout.write(`${out.join('\n')}\n`);
+  out.push('  targets (issue 10):');
+  for (const t of targets(r)) out.push(`    ${(t.met === undefined ? '  -  ' : t.met ? ' met ' : 'MISSED').padEnd(7)} ${t.target.padEnd(60)} ${t.measured}`);
+  out.push('');
+  const text = out.join('\n');
+  process.stdout.write(`${text}\n`);
+  return text;
+}
+
+/** The table, the JSON and the chart under .dev/bench/<time>/. */
+function writeOutputs(r: Result, table: string, rssSeries: ReadonlyArray<{ at: number; kb: number }>, t0: number): void {
+  mkdirSync(OUT_DIR, { recursive: true });
+  writeFileSync(path.join(OUT_DIR, 'table.txt'), `${table}\n`);
+  writeFileSync(path.join(OUT_DIR, 'result.json'), `${JSON.stringify(r, null, 1)}\n`);
+  const mine = [...tracks].filter(([key]) => key.startsWith(`${NS}/`)).map(([, t]) => t);
+  const floorTracks = [...tracks].filter(([key]) => key.startsWith(`${NS_FLOOR_KA}/`)).map(([, t]) => t);
+  const floorT0 = Math.min(...defined(floorTracks.map((t) => t.createdAt)));
+  const svg = renderChart({
+    title: `dbcred-operator bench, N=${r.n}${r.scale ? `, scale ${r.scale.held}` : ''}, ${new Date(t0).toISOString().slice(0, 16)}Z`,
+    issued: defined(mine.map((t) => t.secretAt)).map((x) => x - t0),
+    revoked: defined(mine.map((t) => t.roleGoneAt)).map((x) => x - t0),
+    floorIssued: floorTracks.length ? defined(floorTracks.map((t) => t.secretAt)).map((x) => x - floorT0) : undefined,
+    latenciesMs: defined(issueTrackNames.map((n) => ms(track(NS, n).createdAt, track(NS, n).secretAt))),
+    floorLatenciesMs: floorTracks.length ? defined(floorTracks.map((t) => ms(t.createdAt, t.secretAt))) : undefined,
+    rss: rssSeries.map((x) => ({ t: x.at - t0, mib: x.kb / 1024 })),
+    rssLimitMiB: 80,
+    phases: phaseSpans.map((p) => ({ name: p.name, startMs: p.start - t0, endMs: p.end - t0 })),
+  });
+  writeFileSync(path.join(OUT_DIR, 'chart.svg'), svg);
+  log(`wrote ${path.relative(REPO_ROOT, OUT_DIR)}/{table.txt,result.json,chart.svg}`);
 }
 
 main().then(

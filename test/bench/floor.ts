@@ -10,10 +10,10 @@
 // queue, so latency (create → Secret) includes queueing exactly like the operator's.
 import * as k8s from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
-import https from 'node:https';
 import pg from 'pg';
 import { setCondition } from '../../src/api/conditions.js';
 import { toRFC3339 } from '../../src/api/duration.js';
+import type { KubeClient } from '../../src/k8s/client.js';
 import { API_VERSION, CREDENTIAL_FINALIZER, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION, type DatabaseCredential, type HeldRole } from '../../src/api/types.js';
 import { poolConfig, type ConnectionSettings } from '../../src/postgres/pool.js';
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
@@ -28,12 +28,12 @@ const PLURAL = 'databasecredentials';
 export interface FloorOptions {
   kc: k8s.KubeConfig;
   /**
-   * Reuse TLS connections for the issuer's requests. client-node 1.4 builds a new https.Agent for every request
-   * (KubeConfig.createAgent, kubernetes-client/javascript#2893), so each request is a new TCP + TLS handshake; this
-   * variant gives the issuer one keep-alive agent, to show what that costs. The DatabaseCredential creates (the
-   * "user" part) always use the plain client, as in the operator run.
+   * The issuer's requests through the operator's own client (src/k8s/client.ts over rest.ts: one keep-alive
+   * connection pool) instead of client-node 1.4, which builds a new https.Agent for every request
+   * (KubeConfig.createAgent, kubernetes-client/javascript#2893), so each request is a new TCP + TLS handshake. The
+   * DatabaseCredential creates (the "user" part) always use client-node, as in the operator run.
    */
-  keepAlive?: boolean;
+  operatorClient?: KubeClient;
   namespace: string;
   names: string[];
   /** Where the DatabaseRole and DatabaseConfig live (only referenced, never read). */
@@ -57,17 +57,6 @@ export interface FloorResult {
   usernames: string[];
 }
 
-/** A copy of kc whose API clients share one keep-alive https.Agent (destroy() closes its sockets). */
-export function keepAliveKubeConfig(kc: k8s.KubeConfig): { kc: k8s.KubeConfig; destroy: () => void } {
-  const copy = new k8s.KubeConfig();
-  copy.loadFromString(kc.exportConfig());
-  let agent: https.Agent | undefined;
-  // createAgent is private in the typings; every request path (generated clients, Watch) goes through it.
-  (copy as unknown as { createAgent: (cluster: unknown, options: https.AgentOptions) => https.Agent }).createAgent = (_cluster, options) =>
-    (agent ??= new https.Agent({ ...options, keepAlive: true, maxSockets: 32 }));
-  return { kc: copy, destroy: () => agent?.destroy() };
-}
-
 interface Created {
   name: string;
   obj: DatabaseCredential;
@@ -83,17 +72,15 @@ export class Floor {
   readonly pool: pg.Pool;
   readonly admin: RoleAdmin;
   private readonly counts = new Map<string, number>();
-  private readonly destroyAgent: () => void;
+  private readonly client: KubeClient | undefined;
   /** The uid of the credential each issued role belongs to: the revocation guard's proof. */
   private readonly owners = new Map<string, string>();
 
   constructor(private readonly o: FloorOptions) {
-    const keepAlive = o.keepAlive ? keepAliveKubeConfig(o.kc) : undefined;
-    this.destroyAgent = keepAlive?.destroy ?? (() => undefined);
-    const issuerKc = keepAlive?.kc ?? o.kc;
+    this.client = o.operatorClient;
     this.userCustom = o.kc.makeApiClient(k8s.CustomObjectsApi);
-    this.custom = issuerKc.makeApiClient(k8s.CustomObjectsApi);
-    this.core = issuerKc.makeApiClient(k8s.CoreV1Api);
+    this.custom = o.kc.makeApiClient(k8s.CustomObjectsApi);
+    this.core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.pool = new pg.Pool(poolConfig(o.settings));
     this.pool.on('error', () => undefined);
     this.admin = new RoleAdmin(this.pool, (database) => poolConfig({ ...o.settings, database }));
@@ -191,6 +178,7 @@ export class Floor {
 
   private async patchStatus(obj: DatabaseCredential, status: object): Promise<DatabaseCredential> {
     this.count('patch');
+    if (this.client) return this.client.patchStatus<DatabaseCredential>('credential', this.o.namespace, obj.metadata.name, status, obj.metadata.resourceVersion);
     return (await this.custom.patchNamespacedCustomObjectStatus(
       { group: GROUP, version: VERSION, namespace: this.o.namespace, plural: PLURAL, name: obj.metadata.name, body: { metadata: { resourceVersion: obj.metadata.resourceVersion }, status } },
       mergePatch,
@@ -203,10 +191,10 @@ export class Floor {
 
     // Finalizer (optimistic lock on the version just created).
     this.count('patch');
-    obj = (await this.custom.patchNamespacedCustomObject(
-      { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { metadata: { finalizers: [CREDENTIAL_FINALIZER], resourceVersion: obj.metadata.resourceVersion } } },
-      mergePatch,
-    )) as DatabaseCredential;
+    const finalizer = { finalizers: [CREDENTIAL_FINALIZER], resourceVersion: obj.metadata.resourceVersion };
+    obj = this.client
+      ? await this.client.patchMetadata<DatabaseCredential>('credential', ns, name, finalizer)
+      : ((await this.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { metadata: finalizer } }, mergePatch)) as DatabaseCredential);
 
     // Intent.
     const now = new Date();
@@ -245,9 +233,7 @@ export class Floor {
       expiresAt,
     });
     this.count('create');
-    await this.core.createNamespacedSecret({
-      namespace: ns,
-      body: {
+    const secret: k8s.V1Secret = {
         apiVersion: 'v1',
         kind: 'Secret',
         type: SECRET_TYPE,
@@ -258,8 +244,9 @@ export class Floor {
           ownerReferences: [{ apiVersion: API_VERSION, kind: 'DatabaseCredential', name, uid: obj.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
         },
         data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('base64')])),
-      },
-    });
+    };
+    if (this.client) await this.client.createSecret(ns, secret);
+    else await this.core.createNamespacedSecret({ namespace: ns, body: secret });
     o.onSecretCreated(name, Date.now());
 
     // Final status.
@@ -284,10 +271,7 @@ export class Floor {
     // The Event, best effort and not awaited, like the operator's EventRecorder.
     this.count('create');
     const ts = new Date();
-    void this.core
-      .createNamespacedEvent({
-        namespace: ns,
-        body: {
+    const event: k8s.CoreV1Event = {
           metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace: ns },
           involvedObject: { apiVersion: API_VERSION, kind: 'DatabaseCredential', name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
           type: 'Normal',
@@ -299,14 +283,13 @@ export class Floor {
           firstTimestamp: ts,
           lastTimestamp: ts,
           count: 1,
-        },
-      })
-      .catch(() => undefined);
+    };
+    void (this.client ? this.client.createEvent(ns, event) : this.core.createNamespacedEvent({ namespace: ns, body: event })).catch(() => undefined);
     return username;
   }
 
   async close(): Promise<void> {
-    this.destroyAgent();
+    this.client?.rest.close();
     await this.pool.end().catch(() => undefined);
   }
 }

@@ -27,6 +27,8 @@ export class OperatorUnderTest {
     private readonly extraEnv: Record<string, string> = {},
     /** Also append everything it prints to this file (BENCH_OPERATOR_LOG). */
     private readonly logPath?: string,
+    /** Flags for node itself (profiling: --cpu-prof, --heapsnapshot-signal, ...). */
+    private readonly nodeArgs: readonly string[] = [],
   ) {}
 
   private logFile: WriteStream | undefined;
@@ -40,7 +42,7 @@ export class OperatorUnderTest {
   }
 
   start(): void {
-    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'main.js')], {
+    const child = spawn(process.execPath, [...this.nodeArgs, path.join(REPO_ROOT, 'dist', 'src', 'main.js')], {
       env: {
         ...process.env,
         KUBECONFIG: this.kubeconfigPath,
@@ -119,6 +121,18 @@ export class OperatorUnderTest {
     return out;
   }
 
+  /** Sum of the samples of one metric in /metrics whose labels contain every given label="value" pair. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const { status, body } = await httpGet(`http://127.0.0.1:${this.healthPort}/metrics`);
+    if (status !== 200) throw new Error(`/metrics answered ${status}`);
+    return sumMetric(body, name, labels);
+  }
+
+  /** Sends a signal (e.g. SIGUSR2 for a heap snapshot under --heapsnapshot-signal). */
+  signal(sig: NodeJS.Signals): void {
+    if (this.running) this.child?.kill(sig);
+  }
+
   /** SIGTERM, wait up to timeoutMs, then SIGKILL. */
   async stop(timeoutMs = 20_000): Promise<void> {
     const child = this.child;
@@ -135,6 +149,18 @@ export class OperatorUnderTest {
   killNow(): void {
     if (this.running) this.child?.kill('SIGKILL');
   }
+}
+
+/** Sum of the samples of one metric in a Prometheus text exposition, filtered by labels. */
+export function sumMetric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(value)) total += value;
+  }
+  return total;
 }
 
 export function totalOf(counts: ReadonlyMap<string, number>): number {

@@ -36,9 +36,11 @@ export class RssSampler {
   lastKb = 0;
   readonly phasePeakKb = new Map<string, number>();
   samples = 0;
+  /** Every sample: ms since the epoch and RSS in KiB (for the chart). */
+  readonly series: Array<{ at: number; kb: number }> = [];
 
   constructor(
-    private readonly pid: number,
+    private pid: number,
     private readonly intervalMs = 100,
   ) {}
 
@@ -46,6 +48,11 @@ export class RssSampler {
     this.sample();
     this.timer = setInterval(() => this.sample(), this.intervalMs);
     this.timer.unref();
+  }
+
+  /** Samples another process from now on (the operator after a restart). */
+  follow(pid: number): void {
+    this.pid = pid;
   }
 
   setPhase(name: string): void {
@@ -62,6 +69,7 @@ export class RssSampler {
     const m = memoryOf(this.pid);
     if (!m || !Number.isFinite(m.rssKb)) return;
     this.samples++;
+    this.series.push({ at: Date.now(), kb: m.rssKb });
     this.lastKb = m.rssKb;
     this.peakKb = Math.max(this.peakKb, m.rssKb);
     this.phasePeakKb.set(this.phase, Math.max(this.phasePeakKb.get(this.phase) ?? 0, m.rssKb));
