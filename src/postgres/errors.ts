@@ -132,5 +132,15 @@ function describe(err: unknown): string {
   if (text === '') return err instanceof Error ? err.name : 'unknown error';
   const state = sqlState(err);
   const withDetail = typeof detail === 'string' && detail !== '' ? `${text}: ${detail}` : text;
-  return state === undefined ? withDetail : `${withDetail} (SQLSTATE ${state})`;
+  return state === undefined ? withDetail : `${withDetail} (SQLSTATE ${state})${hintFor(state, text)}`;
+}
+
+/** What to do about errors whose message does not say it. */
+function hintFor(state: string, message: string): string {
+  // A GRANT on a table or schema appends to its ACL in one catalog row, which is not TOASTed: past roughly 2,000
+  // grantees the row no longer fits a page. Seen in make bench at scale with per-login GRANTs.
+  if (state === '54000' && message.startsWith('row is too big')) {
+    return '; an object\'s privileges are kept in one catalog row, which holds about 2,000 grantees: grant the privileges to a group role once and make each login a member (GRANT <group> TO "{{name}}" in creationStatements)';
+  }
+  return '';
 }

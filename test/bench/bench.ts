@@ -74,9 +74,12 @@ const FLOOR_KEEPALIVE = process.env.BENCH_FLOOR_KEEPALIVE !== 'false';
 const CONFIG = 'pg';
 const ROLE = 'reader';
 const PLURAL = 'databasecredentials';
+// Privileges through a group role, as PostgreSQL needs at scale: a table's ACL lives in its pg_class row, which
+// has no TOAST, so granting a table to each login directly fails past about 2,000 grantees ("row is too big").
+const GROUP_ROLE = 'bench_reader';
 const CREATION_STATEMENTS = [
   `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
-  'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";',
+  `GRANT ${GROUP_ROLE} TO "{{name}}";`,
 ];
 const TABLE_ROWS = 10;
 
@@ -240,6 +243,8 @@ async function main(): Promise<number> {
     await phase('setup', async () => {
       await pgAdmin.query('CREATE TABLE IF NOT EXISTS public.bench_items (id int PRIMARY KEY, label text NOT NULL)');
       await pgAdmin.query(`INSERT INTO public.bench_items SELECT g, 'item ' || g FROM generate_series(1, ${TABLE_ROWS}) g ON CONFLICT DO NOTHING`);
+      await pgAdmin.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${GROUP_ROLE}') THEN CREATE ROLE ${GROUP_ROLE} NOLOGIN; END IF; END $$`);
+      await pgAdmin.query(`GRANT SELECT ON public.bench_items TO ${GROUP_ROLE}`);
       await core.createNamespace({ body: { metadata: { name: NS } } });
 
       operator = newOperator();
@@ -534,6 +539,7 @@ async function main(): Promise<number> {
           held,
         ),
       );
+      log(`scale result: ${JSON.stringify(scale)}`);
     }
 
     // ---- teardown: delete every credential while the operator runs (its finalizer revokes the roles) ----
@@ -544,10 +550,13 @@ async function main(): Promise<number> {
     let rolesLeft = NaN;
     await phase('teardown', async () => {
       await custom.deleteCollectionNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL });
-      await waitUntil(`${total} credentials deleted (finalizer: roles revoked)`, async () => {
-        const list = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: unknown[] };
-        return list.items.length === 0;
-      }, issueTimedOut ? 30_000 : 300_000, 250, operatorAlive).catch((err: Error) => failures.push(err.message));
+      // How many are left, from one object and the server's remainingItemCount (a full list of 10,000 every
+      // 250 ms would load the API server more than the deletions); a failed count is just not yet.
+      const left = async () => {
+        const page = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL, limit: 1 })) as { items: unknown[]; metadata?: { remainingItemCount?: number } };
+        return page.items.length + (page.metadata?.remainingItemCount ?? 0);
+      };
+      await waitUntil(`${total} credentials deleted (finalizer: roles revoked)`, async () => (await left().catch(() => -1)) === 0, issueTimedOut ? 30_000 : 300_000 + total * 50, 500, operatorAlive).catch((err: Error) => failures.push(err.message));
       rolesLeft = await markedRoles();
       if (rolesLeft) failures.push(`${rolesLeft} roles marked by the operator remain after every credential was deleted`);
     });
@@ -739,7 +748,7 @@ function targets(r: Result): Array<{ target: string; measured: string; met: bool
       { target: 'restart: nothing re-issued, no status or Secret rewritten', measured: `${sc.restart.reissued} re-issued, ${sc.restart.credentialWrites} status, ${sc.restart.secretWrites} Secret writes`, met: sc.restart.reissued + sc.restart.credentialWrites + sc.restart.secretWrites === 0 },
       { target: 'restart: no PostgreSQL writes', measured: `${sc.restart.roleRowsChanged} role rows changed`, met: sc.restart.roleRowsChanged === 0 },
       { target: 'steady state: API requests/s ~ renewals due', measured: `${fmt(sc.steady.requestsPerSecond, 2)}/s with ${sc.steady.renewalsDue} renewals due in ${fmt(sc.steady.seconds)} s`, met: sc.steady.requestsPerSecond <= (sc.steady.renewalsDue * 3) / sc.steady.seconds + 0.05 },
-      { target: 'lists served from the watch cache', measured: `${sc.lists.fromCache} from cache, ${sc.lists.fromStorage} from etcd (at restart)`, met: sc.lists.fromCache > 0 && sc.lists.fromStorage === 0 },
+      { target: 'lists paginated and served from the watch cache', measured: `${sc.lists.fromCache} list requests from the cache, ${sc.lists.etcdObjects} objects read from etcd (at restart)`, met: sc.lists.fromCache > 0 && sc.lists.etcdObjects === 0 && sc.lists.fallbacks === 0 },
     );
   }
   return rows;
@@ -828,7 +837,7 @@ function printTable(r: Result, op: OperatorUnderTest): string {
     const rs = sc.restart;
     out.push(`    restart: ready ${fmt(rs.readySeconds, 1)} s, steady ${fmt(rs.steadySeconds, 1)} s; ${rs.reconciles} reconciles; API requests ${JSON.stringify(rs.apiRequests)} (${fmt(rs.requestsPerCredential, 2)}/credential);`);
     out.push(`             status writes ${rs.credentialWrites}, Secret writes ${rs.secretWrites}, re-issued ${rs.reissued}, PostgreSQL role rows changed ${rs.roleRowsChanged}; RSS after ${fmt(rs.rssMiBAfter, 1)} MiB`);
-    out.push(`    lists at restart (apiserver metrics, credentials + Secrets): ${sc.lists.fromCache} served from the watch cache, ${sc.lists.fromStorage} from etcd`);
+    out.push(`    lists at restart (apiserver metrics, credentials + Secrets): ${sc.lists.fromCache} list requests served from the watch cache, ${sc.lists.etcdObjects} objects read from etcd by lists, ${sc.lists.fallbacks} consistent reads that fell back to etcd`);
   }
   for (const h of r.heapSnapshots) {
     out.push(`  heap snapshot "${h.label}": ${fmt(h.totalMiB, 1)} MiB live; largest: ${h.top.slice(0, 8).map((x) => `${x.what} ${fmt(x.bytes / 1024)} KiB (${x.count})`).join(', ')}`);

@@ -139,3 +139,16 @@ describe('safeErrorMessage', () => {
     assert.equal(safeErrorMessage(new TypeError('')), 'TypeError');
   });
 });
+
+describe('safeErrorMessage hints', () => {
+  it('says to use a group role when a GRANT overflows an object\'s ACL row (54000 "row is too big")', () => {
+    const err = Object.assign(new Error('row is too big: size 8168, maximum size 8160'), { code: '54000', severity: 'ERROR' });
+    const text = safeErrorMessage(err);
+    assert.match(text, /^row is too big: size 8168, maximum size 8160 \(SQLSTATE 54000\); .*group role.*GRANT <group> TO "\{\{name\}\}"/);
+  });
+
+  it('adds nothing to other program-limit errors', () => {
+    const err = Object.assign(new Error('index row size 9000 exceeds maximum'), { code: '54000', severity: 'ERROR' });
+    assert.equal(safeErrorMessage(err), 'index row size 9000 exceeds maximum (SQLSTATE 54000)');
+  });
+});
