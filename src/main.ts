@@ -248,6 +248,11 @@ async function main(): Promise<void> {
   logger.info('starting', { watchNamespaces: namespaces.length ? namespaces : '(all)', workers: settings.workers, leaderElection: settings.leaderElection });
   // Caches fill (and enqueue every object) whether or not we lead: a standby is warm when it takes over.
   await Promise.all(Object.values(informers).map((inf) => inf.start()));
+  // Our Secrets' data in one paginated read, not one GET per credential once the workers start.
+  await secretContents.prefill(namespaces, managedBy).then(
+    (n) => logger.info('owned Secrets read ahead', { secrets: n }),
+    (err: unknown) => logger.warn('could not read owned Secrets ahead; each is read when needed', { error: apiErrorMessage(err) }),
+  );
   ready = true;
   if (elector) {
     logger.info('caches synced; waiting for leadership', { lease: `${settings.leaseNamespace}/${settings.leaseName}` });

@@ -67,6 +67,9 @@ export function ownedSecretMeta(secret: { metadata?: k8s.V1ObjectMeta }): Secret
  * read once, and a restart reads each Secret once. Only Secrets controller-owned by our kinds are remembered,
  * and a copy goes when its Secret leaves the cache (prune() drops any whose Secret never reached it).
  */
+/** Secrets per page when reading data ahead: a labelled Secret may be up to 1 MiB. */
+const PREFILL_PAGE_SIZE = 10;
+
 export class SecretContents {
   private readonly known = new Map<string, k8s.V1Secret>();
   private readonly reading = new Map<string, Promise<k8s.V1Secret | undefined>>();
@@ -114,6 +117,26 @@ export class SecretContents {
       data: secret.data,
       metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion, labels: m.labels, annotations: m.annotations, ownerReferences: m.ownerReferences },
     });
+  }
+
+  /**
+   * Reads the data of the cached Secrets a page at a time (small pages: a labelled Secret can be large), so that
+   * a starting operator reads its Secrets in one paginated list instead of one GET per credential. Keeps nothing
+   * of Secrets the cache does not hold (not ours). Returns how many it remembered.
+   */
+  async prefill(namespaces: readonly string[], labelSelector: string): Promise<number> {
+    let n = 0;
+    for (const ns of namespaces.length ? namespaces : ['']) {
+      const path = ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets';
+      await this.client.listPaged<k8s.V1Secret, never>(path, { labelSelector }, PREFILL_PAGE_SIZE, (secret) => {
+        if (this.cache.get(objectKey(secret)) && !this.known.has(objectKey(secret))) {
+          this.remember(secret);
+          n++;
+        }
+        return undefined;
+      });
+    }
+    return n;
   }
 
   /** Drops copies whose Secret is not in the cache (e.g. created, then deleted while the watch was relisting). */

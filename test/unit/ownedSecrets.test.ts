@@ -121,6 +121,12 @@ function contentsWith(live: Map<string, k8s.V1Secret>): { contents: SecretConten
       await new Promise((r) => setImmediate(r));
       return live.get(`${namespace}/${name}`);
     },
+    // One list of every live Secret (the prefill), handed to keep() item by item as pages would be.
+    listPaged: async (path: string, _query: unknown, _limit: number, keep: (s: k8s.V1Secret) => unknown) => {
+      gets.push(`list ${path}`);
+      for (const s of live.values()) keep(s);
+      return { items: [], resourceVersion: '1' };
+    },
   } as unknown as KubeClient;
   const cache = new FakeCache();
   return { contents: new SecretContents(client, cache), cache, gets };
@@ -207,5 +213,31 @@ describe('namespaced caches', () => {
     assert.deepEqual(loadConfig({ WATCH_NAMESPACES: '' }).watchNamespaces, []);
     assert.throws(() => loadConfig({ WATCH_NAMESPACES: 'a', WATCH_NAMESPACE: 'b' }), ConfigError);
     assert.throws(() => loadConfig({ WATCH_NAMESPACES: 'Team_A' }), /not a namespace name/);
+  });
+});
+
+describe('SecretContents.prefill', () => {
+  it('remembers the data of the Secrets the cache holds from one list, so the reads that follow need no GET', async () => {
+    const live = new Map([
+      ['ns/a', secret('a', '5', { owner: OURS, data: { username: 'YQ==' } })],
+      ['ns/b', secret('b', '6', { owner: OURS, data: { username: 'Yg==' } })],
+      ['ns/theirs', secret('theirs', '7', { data: { username: 'eA==' } })],
+    ]);
+    const { contents, cache, gets } = contentsWith(live);
+    cache.set(live.get('ns/a')!);
+    cache.set(live.get('ns/b')!);
+    assert.equal(await contents.prefill([], 'app.kubernetes.io/managed-by=dbcred-operator'), 2);
+    assert.deepEqual(gets, ['list /api/v1/secrets']);
+    assert.equal((await contents.read('ns', 'a'))?.data?.username, 'YQ==');
+    assert.equal((await contents.read('ns', 'b'))?.data?.username, 'Yg==');
+    assert.deepEqual(gets, ['list /api/v1/secrets'], 'no GET after the prefill');
+    await contents.read('ns', 'theirs');
+    assert.deepEqual(gets, ['list /api/v1/secrets', 'ns/theirs'], 'a Secret the cache does not hold was not remembered: read live');
+  });
+
+  it('lists each watched namespace on its own', async () => {
+    const { contents, gets } = contentsWith(new Map());
+    await contents.prefill(['team-a', 'team-b'], 'x=y');
+    assert.deepEqual(gets, ['list /api/v1/namespaces/team-a/secrets', 'list /api/v1/namespaces/team-b/secrets']);
   });
 });
