@@ -19,7 +19,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { API_VERSION, GROUP, VERSION, type Condition, type DatabaseCredential } from '../../src/api/types.js';
 import { loadConfig } from '../../src/config.js';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Environment } from '../env/environment.js';
 import { KubeClient } from '../../src/k8s/client.js';
@@ -56,7 +56,10 @@ const PROFILE = process.env.BENCH_PROFILE === 'true';
 const OUT_DIR = path.join(REPO_ROOT, '.dev', 'bench', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
 /** Where node writes the operator's CPU profile and heap snapshots. */
 const PROF_DIR = path.join(OUT_DIR, 'profile');
+/** The heap setting the Deployment ships (deploy/base/deployment.yaml NODE_OPTIONS): the operator runs as deployed. */
+const DEPLOYED_NODE_OPTIONS = (readFileSync(path.join(REPO_ROOT, 'deploy', 'base', 'deployment.yaml'), 'utf8').match(/--max-old-space-size=\d+/) ?? [])[0];
 const OPERATOR_NODE_ARGS = [
+  ...(DEPLOYED_NODE_OPTIONS ? [DEPLOYED_NODE_OPTIONS] : []),
   ...(SCALE || PROFILE ? [`--diagnostic-dir=${PROF_DIR}`, '--heapsnapshot-signal=SIGUSR2'] : []),
   ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : []),
 ];
@@ -549,14 +552,25 @@ async function main(): Promise<number> {
     const total = [...tracks].filter(([key, t]) => key.startsWith(`${NS}/`) && t.createdAt !== undefined).length;
     let rolesLeft = NaN;
     await phase('teardown', async () => {
-      await custom.deleteCollectionNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL });
+      // A DeleteCollection of thousands can outlast the API server's 60 s request timeout (504) with part of the
+      // collection marked; it is repeated every 30 s while objects remain.
+      const deleteAll = () => custom.deleteCollectionNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL }).catch((err: unknown) => log(`delete collection: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}; repeating`));
+      let lastDelete = Date.now();
+      await deleteAll();
       // How many are left, from one object and the server's remainingItemCount (a full list of 10,000 every
       // 250 ms would load the API server more than the deletions); a failed count is just not yet.
       const left = async () => {
         const page = (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL, limit: 1 })) as { items: unknown[]; metadata?: { remainingItemCount?: number } };
         return page.items.length + (page.metadata?.remainingItemCount ?? 0);
       };
-      await waitUntil(`${total} credentials deleted (finalizer: roles revoked)`, async () => (await left().catch(() => -1)) === 0, issueTimedOut ? 30_000 : 300_000 + total * 50, 500, operatorAlive).catch((err: Error) => failures.push(err.message));
+      await waitUntil(`${total} credentials deleted (finalizer: roles revoked)`, async () => {
+        const n = await left().catch(() => -1);
+        if (n > 0 && Date.now() - lastDelete > 30_000) {
+          lastDelete = Date.now();
+          void deleteAll();
+        }
+        return n === 0;
+      }, issueTimedOut ? 30_000 : 300_000 + total * 50, 500, operatorAlive).catch((err: Error) => failures.push(err.message));
       rolesLeft = await markedRoles();
       if (rolesLeft) failures.push(`${rolesLeft} roles marked by the operator remain after every credential was deleted`);
     });
@@ -741,7 +755,7 @@ function targets(r: Result): Array<{ target: string; measured: string; met: bool
   const sc = r.scale;
   if (sc) {
     rows.push(
-      { target: `${sc.held} credentials held with RSS <= 150 MiB`, measured: `${fmt(sc.rssMiBAfter, 1)} MiB`, met: sc.rssMiBAfter <= 150 },
+      { target: `${sc.held} credentials held with RSS <= 150 MiB (the restarted operator)`, measured: `${fmt(sc.restart.rssMiBAfter, 1)} MiB (${fmt(sc.rssMiBAfter, 1)} after issuing them)`, met: sc.restart.rssMiBAfter <= 150 },
       { target: '<= 4 KiB of heap per credential held', measured: `${fmt(sc.heapBytesPerCredential / 1024, 2)} KiB`, met: sc.heapBytesPerCredential <= 4096 },
       { target: 'restart: steady within 60 s', measured: `${fmt(sc.restart.steadySeconds, 1)} s (ready after ${fmt(sc.restart.readySeconds, 1)} s)`, met: sc.restart.steadySeconds <= 60 },
       { target: 'restart: <= 1 API request / credential', measured: `${fmt(sc.restart.requestsPerCredential, 2)}`, met: sc.restart.requestsPerCredential <= 1 },
@@ -837,6 +851,7 @@ function printTable(r: Result, op: OperatorUnderTest): string {
     const rs = sc.restart;
     out.push(`    restart: ready ${fmt(rs.readySeconds, 1)} s, steady ${fmt(rs.steadySeconds, 1)} s; ${rs.reconciles} reconciles; API requests ${JSON.stringify(rs.apiRequests)} (${fmt(rs.requestsPerCredential, 2)}/credential);`);
     out.push(`             status writes ${rs.credentialWrites}, Secret writes ${rs.secretWrites}, re-issued ${rs.reissued}, PostgreSQL role rows changed ${rs.roleRowsChanged}; RSS after ${fmt(rs.rssMiBAfter, 1)} MiB`);
+    out.push(`             memory of the restarted operator (MiB): ${Object.entries(rs.memory).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ')}`);
     out.push(`    lists at restart (apiserver metrics, credentials + Secrets): ${sc.lists.fromCache} list requests served from the watch cache, ${sc.lists.etcdObjects} objects read from etcd by lists, ${sc.lists.fallbacks} consistent reads that fell back to etcd`);
   }
   for (const h of r.heapSnapshots) {

@@ -54,8 +54,10 @@ export interface ScaleResult {
     roleRowsChanged: number;
     reissued: number;
     rssMiBAfter: number;
+    /** The restarted operator's own account of its memory (prom-client), MiB. */
+    memory: Record<string, number>;
   };
-  lists: { fromCache: number; fromStorage: number };
+  lists: { fromCache: number; etcdObjects: number; fallbacks: number };
 }
 
 const STEADY_S = Number(process.env.BENCH_STEADY_S ?? 60);
@@ -79,14 +81,26 @@ export async function apiServerGet(kc: k8s.KubeConfig, path: string): Promise<st
   });
 }
 
-/** Lists of our credentials and of Secrets the API server answered from its watch cache, and from etcd. */
-async function listCounts(kc: k8s.KubeConfig): Promise<{ fromCache: number; fromStorage: number }> {
+/**
+ * Lists of our credentials and of Secrets that the API server answered from its watch cache, and the objects its
+ * lists read from etcd for them. (A consistent list served from the cache still asks etcd for the current
+ * revision, which apiserver_storage_list_total counts; the objects themselves come from the cache.)
+ */
+async function listCounts(kc: k8s.KubeConfig): Promise<{ fromCache: number; etcdObjects: number; fallbacks: number }> {
   const text = await apiServerGet(kc, '/metrics');
+  const ours = [
+    { group: 'dbcred.dev', resource: 'databasecredentials' },
+    { group: '', resource: 'secrets' },
+  ];
   let fromCache = 0;
-  let fromStorage = 0;
-  for (const prefix of ['/dbcred.dev/databasecredentials', '/secrets']) fromCache += sumMetric(text, 'apiserver_cache_list_total', { resource_prefix: prefix });
-  for (const resource of ['databasecredentials.dbcred.dev', 'secrets']) fromStorage += sumMetric(text, 'apiserver_storage_list_total', { resource });
-  return { fromCache, fromStorage };
+  let etcdObjects = 0;
+  let fallbacks = 0;
+  for (const r of ours) {
+    fromCache += sumMetric(text, 'apiserver_cache_list_total', r);
+    etcdObjects += sumMetric(text, 'apiserver_storage_list_fetched_objects_total', r);
+    fallbacks += sumMetric(text, 'apiserver_watch_cache_consistent_read_total', { ...r, fallback: 'true' });
+  }
+  return { fromCache, etcdObjects, fallbacks };
 }
 
 /** The operator's marked roles with the transaction id that last wrote each pg_authid row (any ALTER changes it). */
@@ -190,6 +204,10 @@ export async function runScale(d: ScaleDeps, target: number, held: number): Prom
   const after = await credentials(d);
   const reissued = after.filter((c) => usersBefore.get(c.metadata.name) !== c.status?.username).length;
   const requests = totalOf(new Map(Object.entries(restartReq)));
+  const memory: Record<string, number> = {};
+  for (const m of ['process_resident_memory_bytes', 'nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']) {
+    memory[m.replace(/^(process|nodejs)_/, '').replace(/_bytes$/, '')] = (await op.metric(m)) / 2 ** 20;
+  }
   return {
     target,
     created: toCreate,
@@ -219,7 +237,8 @@ export async function runScale(d: ScaleDeps, target: number, held: number): Prom
       roleRowsChanged,
       reissued,
       rssMiBAfter: d.rssKb() / 1024,
+      memory,
     },
-    lists: { fromCache: lists1.fromCache - lists0.fromCache, fromStorage: lists1.fromStorage - lists0.fromStorage },
+    lists: { fromCache: lists1.fromCache - lists0.fromCache, etcdObjects: lists1.etcdObjects - lists0.etcdObjects, fallbacks: lists1.fallbacks - lists0.fallbacks },
   };
 }
