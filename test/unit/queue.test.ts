@@ -73,6 +73,34 @@ describe('WorkQueue', () => {
     assert.equal(await pending, 'late');
   });
 
+  it('hands out a key whose deadline came before keys that were merely added (a burst does not delay a lease end)', async () => {
+    for (let i = 0; i < 100; i++) queue.add(`burst-${i}`);
+    queue.addAfter('expiring', 1000);
+    clock.advance(1000);
+    assert.equal(queue.len(), 101);
+    assert.equal(await queue.get(), 'expiring');
+    assert.equal(await queue.get(), 'burst-0');
+  });
+
+  it('moves a key already waiting in the ordinary line up when its deadline comes', async () => {
+    for (const key of ['a', 'b', 'c']) queue.add(key);
+    queue.addAfter('c', 0);
+    assert.equal(queue.len(), 3, 'moved, not added twice');
+    assert.deepEqual([await queue.get(), await queue.get(), await queue.get()], ['c', 'a', 'b']);
+  });
+
+  it('keeps the urgency of a key that came due while it was being processed', async () => {
+    queue.add('x');
+    queue.add('busy');
+    assert.equal(await queue.get(), 'x');
+    assert.equal(await queue.get(), 'busy');
+    queue.add('y');
+    queue.addAfter('busy', 0); // due again while processing
+    queue.done('busy');
+    assert.equal(await queue.get(), 'busy', 'ahead of y');
+    assert.equal(await queue.get(), 'y');
+  });
+
   it('addAfter makes the key ready exactly at its deadline', () => {
     queue.addAfter('a', 1000);
     clock.advance(999);
