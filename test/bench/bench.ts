@@ -56,10 +56,12 @@ const PROFILE = process.env.BENCH_PROFILE === 'true';
 const OUT_DIR = path.join(REPO_ROOT, '.dev', 'bench', new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19));
 /** Where node writes the operator's CPU profile and heap snapshots. */
 const PROF_DIR = path.join(OUT_DIR, 'profile');
-/** The heap setting the Deployment ships (deploy/base/deployment.yaml NODE_OPTIONS): the operator runs as deployed. */
-const DEPLOYED_NODE_OPTIONS = (readFileSync(path.join(REPO_ROOT, 'deploy', 'base', 'deployment.yaml'), 'utf8').match(/--max-old-space-size=\d+/) ?? [])[0];
+/** The heap settings the Deployment ships (deploy/base/deployment.yaml NODE_OPTIONS): the operator runs as deployed. */
+const DEPLOYED_NODE_OPTIONS = (readFileSync(path.join(REPO_ROOT, 'deploy', 'base', 'deployment.yaml'), 'utf8').match(/name: NODE_OPTIONS\s+value: (.*)/)?.[1] ?? '').split(/\s+/).filter(Boolean);
 const OPERATOR_NODE_ARGS = [
-  ...(DEPLOYED_NODE_OPTIONS ? [DEPLOYED_NODE_OPTIONS] : []),
+  ...DEPLOYED_NODE_OPTIONS,
+  // BENCH_OPERATOR_NODE_ARGS: more flags for the operator's node only (e.g. V8 heap sizing experiments).
+  ...(process.env.BENCH_OPERATOR_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
   ...(SCALE || PROFILE ? [`--diagnostic-dir=${PROF_DIR}`, '--heapsnapshot-signal=SIGUSR2'] : []),
   ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : []),
 ];
