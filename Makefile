@@ -25,7 +25,7 @@ help:
 	@echo "make run    - set up, start the local control plane + PostgreSQL, install CRDs, run the operator on an example"
 	@echo "             IN_CLUSTER=true: the operator image as two pods on a local kubelet node, installed with kubectl apply -k"
 	@echo "make test   - set up and run every test (unit + integration against a real control plane and PostgreSQL)"
-	@echo "make bench  - benchmark: $(BENCH_N) credentials at once against the local environment"
+	@echo "make bench  - benchmark: $(BENCH_N) credentials at once against the local environment (BENCH_SCALE=10000: also hold, restart at scale)"
 	@echo "make chaos  - fault suite soak: SEED=$(SEED) DURATION=$(DURATION) (prints the seed; ends with chaos PASS/FAIL)"
 	@echo "make env-up / env-down - the local environment in the background (.dev/env, .dev/kubeconfig)"
 	@echo "USE_EXISTING_CLUSTER=true make run|test - use the current kubeconfig instead (e.g. make kind-up first)"

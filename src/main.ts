@@ -93,6 +93,14 @@ async function main(): Promise<void> {
       logger,
     }));
   const managedBy = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
+  // Whether a labelled Secret that is not ours has been seen: then the data of our Secrets is not read ahead in
+  // one list, which would download theirs too (anyone can set the label, e.g. a flood of large Secrets).
+  let foreignLabelled = false;
+  const ownedOrNoted = (s: Parameters<typeof ownedSecretMeta>[0]) => {
+    const kept = ownedSecretMeta(s);
+    if (!kept) foreignLabelled = true;
+    return kept;
+  };
   const informers = {
     configs: crInformer<DatabaseConfig>('config'),
     roles: crInformer<DatabaseRole>('role'),
@@ -104,9 +112,9 @@ async function main(): Promise<void> {
       client,
       path: ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets',
       labelSelector: managedBy,
-      list: () => client.listSecretMetadata(ns, managedBy, ownedSecretMeta),
+      list: () => client.listSecretMetadata(ns, managedBy, ownedOrNoted),
       watch: metadataWatch(client),
-      transform: ownedSecretMeta,
+      transform: ownedOrNoted,
       resyncPeriodMs: settings.resyncPeriodMs,
       logger,
     })),
@@ -249,10 +257,13 @@ async function main(): Promise<void> {
   // Caches fill (and enqueue every object) whether or not we lead: a standby is warm when it takes over.
   await Promise.all(Object.values(informers).map((inf) => inf.start()));
   // Our Secrets' data in one paginated read, not one GET per credential once the workers start.
-  await secretContents.prefill(namespaces, managedBy).then(
-    (n) => logger.info('owned Secrets read ahead', { secrets: n }),
-    (err: unknown) => logger.warn('could not read owned Secrets ahead; each is read when needed', { error: apiErrorMessage(err) }),
-  );
+  if (foreignLabelled) logger.info('labelled Secrets that are not ours exist; owned Secrets are read when needed, not ahead');
+  else {
+    await secretContents.prefill(namespaces, managedBy).then(
+      (n) => logger.info('owned Secrets read ahead', { secrets: n }),
+      (err: unknown) => logger.warn('could not read owned Secrets ahead; each is read when needed', { error: apiErrorMessage(err) }),
+    );
+  }
   ready = true;
   if (elector) {
     logger.info('caches synced; waiting for leadership', { lease: `${settings.leaseNamespace}/${settings.leaseName}` });

@@ -110,7 +110,15 @@ export class KubeClient {
    * Lists a collection page by page (limit + continue, one consistent snapshot); keep() says what to keep of each
    * item (undefined: nothing), so a page of objects we do not want is dropped before the next one is fetched.
    */
-  async listPaged<T, M>(path: string, query: Query, limit: number, keep: (item: T) => M | undefined, accept?: string): Promise<ListResult<M>> {
+  async listPaged<T, M>(
+    path: string,
+    query: Query,
+    limit: number,
+    keep: (item: T) => M | undefined,
+    accept?: string,
+    /** Asked after each page: false stops the listing there (the result is then partial). */
+    more: () => boolean = () => true,
+  ): Promise<ListResult<M>> {
     const items: M[] = [];
     let resourceVersion = '';
     let next: string | undefined;
@@ -127,7 +135,7 @@ export class KubeClient {
       }
       resourceVersion = list.metadata?.resourceVersion ?? '';
       next = list.metadata?.continue || undefined;
-    } while (next);
+    } while (next && more());
     return { items, resourceVersion };
   }
 

@@ -68,7 +68,7 @@ export function ownedSecretMeta(secret: { metadata?: k8s.V1ObjectMeta }): Secret
  * and a copy goes when its Secret leaves the cache (prune() drops any whose Secret never reached it).
  */
 /** Secrets per page when reading data ahead: a labelled Secret may be up to 1 MiB. */
-const PREFILL_PAGE_SIZE = 10;
+const PREFILL_PAGE_SIZE = 5;
 
 export class SecretContents {
   private readonly known = new Map<string, k8s.V1Secret>();
@@ -128,13 +128,25 @@ export class SecretContents {
     let n = 0;
     for (const ns of namespaces.length ? namespaces : ['']) {
       const path = ns ? `/api/v1/namespaces/${ns}/secrets` : '/api/v1/secrets';
-      await this.client.listPaged<k8s.V1Secret, never>(path, { labelSelector }, PREFILL_PAGE_SIZE, (secret) => {
-        if (this.cache.get(objectKey(secret)) && !this.known.has(objectKey(secret))) {
-          this.remember(secret);
-          n++;
-        }
-        return undefined;
-      });
+      let foreign = false;
+      await this.client.listPaged<k8s.V1Secret, never>(
+        path,
+        { labelSelector },
+        PREFILL_PAGE_SIZE,
+        (secret) => {
+          if (!this.cache.get(objectKey(secret))) foreign = true;
+          else if (!this.known.has(objectKey(secret))) {
+            this.remember(secret);
+            n++;
+          }
+          return undefined;
+        },
+        undefined,
+        // Labelled Secrets that are not ours (anyone can set the label, e.g. a flood of large ones): stop
+        // downloading data we would throw away; the rest are read one by one when needed.
+        () => !foreign,
+      );
+      if (foreign) break;
     }
     return n;
   }

@@ -117,10 +117,12 @@ check_operator() {
   local out uid
   uid=$("$DOCKER_CLI" run --pull never --rm --network none "$OPERATOR_REF" id -u)
   [ "$uid" = 1000 ] || { echo "error: $OPERATOR_REF runs as uid $uid, want 1000" >&2; return 1; }
-  # No cluster: past module loading, the operator's own logger reports that the API server does not answer.
+  # No cluster: past module loading, the operator's own logger reports what is missing — the service account
+  # (kubeconfig.ts refuses an in-cluster config without token and ca.crt) or, with one, an API server that does
+  # not answer.
   out=$(run_container 15 dbcred-image-check --read-only --network none --tmpfs /tmp \
     -e KUBERNETES_SERVICE_HOST=127.0.0.1 -e KUBERNETES_SERVICE_PORT=1 "$OPERATOR_REF")
-  if ! grep -q '"message":"cannot establish the installation identity' <<<"$out"; then
+  if ! grep -qE '"message":"(cannot establish the installation identity|operator failed to start","error":"in-cluster config: )' <<<"$out"; then
     echo "$out" | tail -n 20 >&2
     echo "error: $OPERATOR_REF did not reach its own start-up (read-only root, no network)" >&2
     return 1

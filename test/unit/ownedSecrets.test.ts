@@ -122,9 +122,13 @@ function contentsWith(live: Map<string, k8s.V1Secret>): { contents: SecretConten
       return live.get(`${namespace}/${name}`);
     },
     // One list of every live Secret (the prefill), handed to keep() item by item as pages would be.
-    listPaged: async (path: string, _query: unknown, _limit: number, keep: (s: k8s.V1Secret) => unknown) => {
+    // Pages of one Secret, asking more() after each, as listPaged does after each page.
+    listPaged: async (path: string, _query: unknown, _limit: number, keep: (s: k8s.V1Secret) => unknown, _accept?: string, more: () => boolean = () => true) => {
       gets.push(`list ${path}`);
-      for (const s of live.values()) keep(s);
+      for (const s of live.values()) {
+        keep(s);
+        if (!more()) break;
+      }
       return { items: [], resourceVersion: '1' };
     },
   } as unknown as KubeClient;
@@ -233,6 +237,19 @@ describe('SecretContents.prefill', () => {
     assert.deepEqual(gets, ['list /api/v1/secrets'], 'no GET after the prefill');
     await contents.read('ns', 'theirs');
     assert.deepEqual(gets, ['list /api/v1/secrets', 'ns/theirs'], 'a Secret the cache does not hold was not remembered: read live');
+  });
+
+  it('stops at the first labelled Secret that is not ours (a flood of them is not downloaded)', async () => {
+    const live = new Map([
+      ['ns/flood-1', secret('flood-1', '1', { data: { blob: 'eA==' } })],
+      ['ns/a', secret('a', '5', { owner: OURS, data: { username: 'YQ==' } })],
+    ]);
+    const { contents, cache, gets } = contentsWith(live);
+    cache.set(live.get('ns/a')!);
+    assert.equal(await contents.prefill(['ns', 'other'], 'x=y'), 0);
+    assert.deepEqual(gets, ['list /api/v1/namespaces/ns/secrets'], 'one page, and no other namespace');
+    assert.equal((await contents.read('ns', 'a'))?.data?.username, 'YQ==');
+    assert.deepEqual(gets, ['list /api/v1/namespaces/ns/secrets', 'ns/a'], 'read when needed instead');
   });
 
   it('lists each watched namespace on its own', async () => {
