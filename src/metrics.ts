@@ -61,25 +61,21 @@ export const unprovenRoles = new client.Gauge({
 /** Each controller's work queue, read at scrape time. */
 const queues = new Map<string, { depth: () => number; inFlight: () => number }>();
 
-export const queueDepth = new client.Gauge({
-  name: 'dbcred_workqueue_depth',
-  help: 'Keys waiting for a worker, by controller (delayed requeues not counted).',
-  labelNames: ['controller'] as const,
-  registers: [registry],
-  collect() {
-    for (const [controller, q] of queues) this.set({ controller }, q.depth());
-  },
-});
+/** A gauge by controller whose value is read from each queue at scrape time. */
+function queueGauge(name: string, help: string, read: (q: { depth: () => number; inFlight: () => number }) => number): client.Gauge<'controller'> {
+  return new client.Gauge({
+    name,
+    help,
+    labelNames: ['controller'] as const,
+    registers: [registry],
+    collect() {
+      for (const [controller, q] of queues) this.set({ controller }, read(q));
+    },
+  });
+}
 
-export const queueInFlight = new client.Gauge({
-  name: 'dbcred_workqueue_in_flight',
-  help: 'Keys being reconciled now, by controller.',
-  labelNames: ['controller'] as const,
-  registers: [registry],
-  collect() {
-    for (const [controller, q] of queues) this.set({ controller }, q.inFlight());
-  },
-});
+export const queueDepth = queueGauge('dbcred_workqueue_depth', 'Keys waiting for a worker, by controller (delayed requeues not counted).', (q) => q.depth());
+export const queueInFlight = queueGauge('dbcred_workqueue_in_flight', 'Keys being reconciled now, by controller.', (q) => q.inFlight());
 
 /** Reports a controller's queue in dbcred_workqueue_depth and dbcred_workqueue_in_flight. */
 export function observeQueue(controller: string, q: { depth: () => number; inFlight: () => number }): void {

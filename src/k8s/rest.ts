@@ -55,24 +55,31 @@ export type WatchHandler = (type: string, object: unknown) => void;
 
 export class RestClient {
   private readonly base: URL;
+  private readonly transport: typeof http | typeof https;
+  /** The server URL's path, if any (a proxy in front of the API server), put before every request path. */
+  private readonly prefix: string;
   private agent: http.Agent | undefined;
-  private agentKey = '';
+  private agentIdentity: TlsIdentity | undefined;
 
   constructor(readonly access: ClusterAccess) {
     this.base = new URL(access.server);
+    this.transport = this.base.protocol === 'http:' ? http : https;
+    this.prefix = this.base.pathname.replace(/\/$/, '');
   }
 
   /** One keep-alive pool per TLS identity: a new pool only when an exec plugin hands out a new client certificate. */
-  private async agentFor(tls: TlsIdentity): Promise<http.Agent> {
-    const key = JSON.stringify([tls.ca, tls.cert, tls.key, tls.rejectUnauthorized, tls.servername]);
-    if (!this.agent || key !== this.agentKey) {
+  private agentFor(tls: TlsIdentity): http.Agent {
+    const was = this.agentIdentity;
+    // Compared field by field (the same strings each time, so each comparison is one pointer check on the hot path).
+    const same = was && was.ca === tls.ca && was.cert === tls.cert && was.key === tls.key && was.rejectUnauthorized === tls.rejectUnauthorized && was.servername === tls.servername;
+    if (!this.agent || !same) {
       this.agent?.destroy();
       const options = { keepAlive: true, maxFreeSockets: 16 };
       this.agent =
-        this.base.protocol === 'http:'
+        this.transport === http
           ? new http.Agent(options)
           : new https.Agent({ ...options, ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: tls.rejectUnauthorized, servername: tls.servername });
-      this.agentKey = key;
+      this.agentIdentity = tls;
     }
     return this.agent;
   }
@@ -80,7 +87,7 @@ export class RestClient {
   /** Sends one request; resolves with the response stream once headers arrived (any status). */
   private async send(method: string, path: string, opts: RequestOptions, stream: boolean): Promise<{ res: http.IncomingMessage; req: http.ClientRequest }> {
     const [tls, authorization] = await Promise.all([this.access.tls(), this.access.authorization()]);
-    const agent = await this.agentFor(tls);
+    const agent = this.agentFor(tls);
     const body = opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
     const headers: http.OutgoingHttpHeaders = { Accept: opts.accept ?? 'application/json', 'User-Agent': 'dbcred-operator' };
     if (authorization) headers.Authorization = authorization;
@@ -88,11 +95,9 @@ export class RestClient {
       headers['Content-Type'] = opts.contentType ?? 'application/json';
       headers['Content-Length'] = body.length;
     }
-    const prefix = this.base.pathname.replace(/\/$/, '');
-    const transport = this.base.protocol === 'http:' ? http : https;
     return new Promise((resolve, reject) => {
-      const req = transport.request(
-        { method, protocol: this.base.protocol, hostname: this.base.hostname.replace(/^\[|\]$/g, ''), port: this.base.port, path: `${prefix}${path}${queryString(opts.query)}`, headers, agent, signal: opts.signal },
+      const req = this.transport.request(
+        { method, protocol: this.base.protocol, hostname: this.base.hostname.replace(/^\[|\]$/g, ''), port: this.base.port, path: `${this.prefix}${path}${queryString(opts.query)}`, headers, agent, signal: opts.signal },
         (res) => resolve({ res, req }),
       );
       req.on('error', reject);

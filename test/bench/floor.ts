@@ -234,16 +234,16 @@ export class Floor {
     });
     this.count('create');
     const secret: k8s.V1Secret = {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        type: SECRET_TYPE,
-        metadata: {
-          name,
-          namespace: ns,
-          labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
-          ownerReferences: [{ apiVersion: API_VERSION, kind: 'DatabaseCredential', name, uid: obj.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
-        },
-        data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('base64')])),
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: SECRET_TYPE,
+      metadata: {
+        name,
+        namespace: ns,
+        labels: { [MANAGED_BY_LABEL]: MANAGED_BY_VALUE },
+        ownerReferences: [{ apiVersion: API_VERSION, kind: 'DatabaseCredential', name, uid: obj.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
+      },
+      data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('base64')])),
     };
     if (this.client) await this.client.createSecret(ns, secret);
     else await this.core.createNamespacedSecret({ namespace: ns, body: secret });
@@ -272,17 +272,17 @@ export class Floor {
     this.count('create');
     const ts = new Date();
     const event: k8s.CoreV1Event = {
-          metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace: ns },
-          involvedObject: { apiVersion: API_VERSION, kind: 'DatabaseCredential', name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
-          type: 'Normal',
-          reason: 'Issued',
-          message: `issued ${username}, valid until ${toRFC3339(expiresAt)}`,
-          source: { component: 'dbcred-bench-floor' },
-          reportingComponent: 'dbcred-bench-floor',
-          reportingInstance: 'dbcred-bench-floor',
-          firstTimestamp: ts,
-          lastTimestamp: ts,
-          count: 1,
+      metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace: ns },
+      involvedObject: { apiVersion: API_VERSION, kind: 'DatabaseCredential', name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
+      type: 'Normal',
+      reason: 'Issued',
+      message: `issued ${username}, valid until ${toRFC3339(expiresAt)}`,
+      source: { component: 'dbcred-bench-floor' },
+      reportingComponent: 'dbcred-bench-floor',
+      reportingInstance: 'dbcred-bench-floor',
+      firstTimestamp: ts,
+      lastTimestamp: ts,
+      count: 1,
     };
     void (this.client ? this.client.createEvent(ns, event) : this.core.createNamespacedEvent({ namespace: ns, body: event })).catch(() => undefined);
     return username;

@@ -7,6 +7,7 @@ import { KubeClient, apiErrorCode, apiErrorMessage } from '../../src/k8s/client.
 import { METADATA_WATCH_ACCEPT, metadataWatch } from '../../src/k8s/informer.js';
 import type { ClusterAccess } from '../../src/k8s/kubeconfig.js';
 import { ApiError, RestClient } from '../../src/k8s/rest.js';
+import { testAccess } from './testAccess.js';
 
 const LEASE = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'l', namespace: 'ns', resourceVersion: '1' } };
 
@@ -22,9 +23,7 @@ describe('rest transport', () => {
 
   function access(): ClusterAccess {
     return {
-      server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      source: 'test',
-      tls: async () => ({ rejectUnauthorized: true }),
+      ...testAccess(`http://127.0.0.1:${(server.address() as AddressInfo).port}`),
       authorization: async () => `Bearer ${token}`,
       invalidate: () => {
         invalidated++;
