@@ -11,7 +11,7 @@ import { LeaderElector } from './k8s/leaderElection.js';
 import { RootSecretWatches } from './k8s/rootSecrets.js';
 import { resolveInstallation } from './k8s/installation.js';
 import { createLogger, type Logger } from './logger.js';
-import { observeQueue, observeReconcile, registry } from './metrics.js';
+import { leader, observeCredentials, observeQueue, observeReconcile, registry } from './metrics.js';
 import { PoolRegistry } from './postgres/pool.js';
 import { keyOf, type OperatorContext } from './reconcilers/context.js';
 import { DatabaseConfigReconciler } from './reconcilers/databaseconfig.js';
@@ -276,6 +276,8 @@ async function main(): Promise<void> {
     });
   }
   if (stopping) return;
+  leader.set(1);
+  observeCredentials(() => informers.credentials.list());
   configCtl.start();
   roleCtl.start();
   credCtl.start();

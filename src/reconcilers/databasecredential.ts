@@ -19,7 +19,7 @@ import {
   type HeldRole,
 } from '../api/types.js';
 import { throwIfAborted, type Result } from '../controller/controller.js';
-import { countCredentialEvent } from '../metrics.js';
+import { countCredentialEvent, observeIssue } from '../metrics.js';
 import { apiErrorMessage, isConflict, isNotFound } from '../k8s/client.js';
 import { poolConfig, type ConnectionSettings } from '../postgres/pool.js';
 import { RoleAdmin, RoleAdminError, RoleExistsError, RoleNotOursError, type RoleOwnerProof } from '../postgres/roleAdmin.js';
@@ -596,6 +596,7 @@ export class DatabaseCredentialReconciler {
     }
 
     countCredentialEvent(previous ? 'rotated' : 'issued');
+    observeIssue(previous ? 'rotated' : 'issued', (this.ctx.clock.now().getTime() - now.getTime()) / 1000);
     this.ctx.logger.info(previous ? 'credential rotated' : 'credential issued', { credential: credKey, username, expiresAt: status.expiresAt, why });
     if (target.ttlCapped && !previous) {
       this.ctx.events.record(cred, 'Warning', 'TTLCapped', `requested ttl exceeds the role's maxTTL; capped to ${formatDuration(target.lease.ttlMs)}`);
