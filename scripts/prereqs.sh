@@ -44,3 +44,14 @@ if [ ${#node_pkgs[@]} -gt 0 ]; then
     echo "note: ${node_pkgs[*]} missing and not installable here (needs root and apt-get): the in-cluster tests will skip." >&2
   fi
 fi
+
+# Prometheus and promtool (Debian's prometheus package) for the alert and dashboard tests; without them those tests
+# say so and skip. --no-install-recommends: not the node exporter; the package's service is not started here.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "monitoring tests: installing Debian's prometheus (prometheus, promtool) ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "note: prometheus/promtool missing and not installable here (needs root and apt-get): the alert and dashboard tests will skip." >&2
+  fi
+fi
