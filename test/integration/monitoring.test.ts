@@ -84,7 +84,6 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
       server = new PostgresServer(serverDir);
       await server.init();
       await server.start();
-      await q(`ALTER ROLE postgres PASSWORD '${env.postgres.password}'`);
       await apply(env, ns, platformObjects({ ...env, postgres: server } as TestEnv, { config: 'pg2', role: 'reader2' }));
       await waitForCondition<DatabaseRole>(env, 'databaseroles', ns, 'reader2', 'Ready', 'True');
       prometheus = new PrometheusServer({ targets: [`127.0.0.1:${metricsPort}`], ruleFiles: { 'alerts.yaml': compressedRules() } });
@@ -122,20 +121,22 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
       await apply(env, ns, [credentialObject('to-delete', { roleRef: { name: 'reader2' }, ttl: '1h' }), credentialObject('short', { roleRef: { name: 'reader2' }, ttl: '60s' })]);
       await waitForCondition(env, 'databasecredentials', ns, 'to-delete', 'Ready', 'True');
       await waitForCondition(env, 'databasecredentials', ns, 'short', 'Ready', 'True');
-      await server.stop();
-      await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'to-delete', '--wait=false']);
-      await apply(env, ns, [credentialObject('while-down', { roleRef: { name: 'reader2' }, ttl: '1h' })]);
-
       const causes = ['DbcredRevocationFailing', 'DbcredCredentialsNotReady', 'DbcredLeaseRenewalOverdue', 'DbcredReconcileErrors'];
-      await Promise.all(causes.map((name) => waitFiring(name)));
-      const [revoking] = await prometheus.firing('DbcredRevocationFailing');
-      assert.equal(revoking?.value, '1', 'one role (to-delete\'s) is overdue');
-      assert.match(revoking?.annotations.description ?? '', /^1 role\(s\) held by DatabaseCredentials/);
-      for (const a of await prometheus.alerts()) {
-        assert.doesNotMatch(JSON.stringify(a), /v-reader2|to-delete|while-down|password/i, 'no username or credential name in an alert');
-      }
+      await server.stop();
+      try {
+        await env.kubectl(['-n', ns, 'delete', 'databasecredential', 'to-delete', '--wait=false']);
+        await apply(env, ns, [credentialObject('while-down', { roleRef: { name: 'reader2' }, ttl: '1h' })]);
 
-      await server.start();
+        await Promise.all(causes.map((name) => waitFiring(name)));
+        const [revoking] = await prometheus.firing('DbcredRevocationFailing');
+        assert.equal(Number(revoking?.value), 1, 'one role (to-delete\'s) is overdue');
+        assert.match(revoking?.annotations.description ?? '', /^1 role\(s\) held by DatabaseCredentials/);
+        for (const a of await prometheus.alerts()) {
+          assert.doesNotMatch(JSON.stringify(a), /v-reader2|to-delete|while-down|password/i, 'no username or credential name in an alert');
+        }
+      } finally {
+        await server.start();
+      }
       await Promise.all(causes.map((name) => waitResolved(name)));
       await waitFor('to-delete to be gone', async () => (await env.kubectl(['-n', ns, 'get', 'databasecredentials', '-o', 'name'])).includes('to-delete') === false, { timeoutMs: 30_000 });
       await waitForCondition(env, 'databasecredentials', ns, 'while-down', 'Ready', 'True');
