@@ -194,10 +194,14 @@ export class KubeClient {
     await this.rest.request('POST', this.eventsPath(namespace), { body: event });
   }
 
-  /** A repeat of an Event: only its series changes (events.ts). */
-  async patchEventSeries(namespace: string, name: string, series: EventSeries): Promise<void> {
+  /**
+   * A repeat of an Event: its series and its latest note. Through core/v1, the same stored object: events.k8s.io/v1
+   * refuses any change of note (422), core/v1 keeps accepting one for the clients that always updated messages.
+   */
+  async patchEventSeries(namespace: string, name: string, series: EventSeries, note: string): Promise<void> {
     this.count('patch');
-    await this.rest.request('PATCH', `${this.eventsPath(namespace)}/${encodeURIComponent(name)}`, { body: { series }, contentType: MERGE_PATCH });
+    const body = { series, message: note };
+    await this.rest.request('PATCH', `/api/v1/namespaces/${namespace}/events/${encodeURIComponent(name)}`, { body, contentType: MERGE_PATCH });
   }
 
   private eventsPath(namespace: string): string {

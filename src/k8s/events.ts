@@ -1,7 +1,8 @@
 // Kubernetes Events (events.k8s.io/v1) for what a user must see in `kubectl describe`. An Event that repeats on the
 // same object is one Event object whose series.count grows, not a new object per occurrence, as client-go's
-// tools/events does: 10,000 renewals must not mean 10,000 Events in etcd. Notes are redacted like logs. Events are
-// best effort: a failure is logged at debug (without the note) and otherwise ignored.
+// tools/events does: 10,000 renewals must not mean 10,000 Events in etcd. Unlike client-go, a repeat also sets the
+// note to the latest one. Notes are redacted like logs. Events are best effort: a failure is logged at debug
+// (without the note) and otherwise ignored.
 import { randomBytes } from 'node:crypto';
 import type { AnyResource } from '../api/types.js';
 import { realClock, type Clock } from '../controller/clock.js';
@@ -55,7 +56,7 @@ export interface EventSeries {
 /** The two calls the recorder makes (KubeClient has them); a seam for unit tests. */
 export interface EventsAPI {
   createEvent(namespace: string, event: EventsV1Event): Promise<void>;
-  patchEventSeries(namespace: string, name: string, series: EventSeries): Promise<void>;
+  patchEventSeries(namespace: string, name: string, series: EventSeries, note: string): Promise<void>;
 }
 
 /**
@@ -138,9 +139,9 @@ export class EventRecorder {
     // An Event not written for the event TTL has been deleted by the API server: do not ask, create a new one.
     if (s.name !== undefined && nowMs - s.lastWriteMs < EVENT_TTL_MS) {
       try {
-        // Only the series changes: the API refuses a new note on an existing Event, so the note stays the first
-        // occurrence's, as with client-go. The object's status and the operator's log carry the latest details.
-        await this.api.patchEventSeries(s.namespace, s.name, { count: s.count + 1, lastObservedTime: microTime(nowMs) });
+        // client-go keeps the first occurrence's note; we show the latest, the one on-call needs (which role,
+        // which target, which error now).
+        await this.api.patchEventSeries(s.namespace, s.name, { count: s.count + 1, lastObservedTime: microTime(nowMs) }, noteOf(message));
         s.count += 1;
         s.lastWriteMs = nowMs;
         return;
@@ -174,10 +175,15 @@ export class EventRecorder {
       action: ACTION,
       reason,
       type,
-      note: truncateUTF8(redactText(message), NOTE_MAX_BYTES),
+      note: noteOf(message),
       regarding: { apiVersion: obj.apiVersion, kind: obj.kind, name, namespace, uid, resourceVersion },
     };
   }
+}
+
+/** A message as a note: redacted like logs, within the API's limit. */
+function noteOf(message: string): string {
+  return truncateUTF8(redactText(message), NOTE_MAX_BYTES);
 }
 
 /** text cut to at most maxBytes of UTF-8, never inside a character; `…` marks a cut. */

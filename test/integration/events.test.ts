@@ -83,7 +83,7 @@ describe('Events: one object per repeated Event', function () {
     assert.equal(rotated.length, 1, 'exactly one Event object');
     const [event] = rotated;
     assert.equal(event?.series?.count, 50);
-    assert.equal(event?.note, 'rotation 1', 'the note of the first occurrence');
+    assert.equal(event?.note, 'rotation 50', 'the note of the latest occurrence');
     assert.equal(event?.reportingController, REPORTING_CONTROLLER);
     assert.equal(event?.reportingInstance, 'events-test');
     assert.equal(event?.action, 'Reconcile');
@@ -96,17 +96,17 @@ describe('Events: one object per repeated Event', function () {
     const core = (await coreEvents(env, ns)).filter((e) => e.involvedObject.uid === cred.metadata.uid && e.reason === 'Rotated');
     assert.equal(core.length, 1);
     assert.equal(core[0]?.series?.count, 50);
-    assert.equal(core[0]?.message, 'rotation 1');
+    assert.equal(core[0]?.message, 'rotation 50');
     assert.equal(core[0]?.reportingComponent, REPORTING_CONTROLLER);
     const table = await env.kubectl(['-n', ns, 'get', 'events', '--field-selector', `involvedObject.uid=${cred.metadata.uid},reason=Rotated`]);
-    assert.match(table, /Normal\s+Rotated\s+databasecredential\/app\s+rotation 1/);
+    assert.match(table, /Normal\s+Rotated\s+databasecredential\/app\s+rotation 50/);
     const described = await env.kubectl(['-n', ns, 'describe', 'databasecredential', 'app']);
     const line = described.split('\n').find((l) => /\bRotated\b/.test(l));
     assert.ok(line, `kubectl describe lists the Event:\n${described}`);
-    assert.match(line, /Normal\s+Rotated\s+.*\(x50 over .*\)\s+dbcred\.dev\/operator\s+rotation 1/);
+    assert.match(line, /Normal\s+Rotated\s+.*\(x50 over .*\)\s+dbcred\.dev\/operator\s+rotation 50/);
   });
 
-  it('refuses a new note on an existing Event: why the note stays the first occurrence', async () => {
+  it('events.k8s.io refuses a new note on an existing Event: why repeats are patched through core/v1', async () => {
     const [event] = of(await eventsV1(env, ns), 'Rotated');
     assert.ok(event);
     await assert.rejects(
@@ -142,6 +142,7 @@ describe('Events: one object per repeated Event', function () {
     rotated = of(await eventsV1(env, ns), 'Rotated');
     assert.equal(rotated.length, 1);
     assert.equal(rotated[0]?.series?.count, 2);
+    assert.equal(rotated[0]?.note, 'and again');
   });
 });
 

@@ -8,7 +8,7 @@ import { FakeClock } from '../../src/controller/clock.js';
 import { EVENT_TTL_MS, EventRecorder, NOTE_MAX_BYTES, REPORTING_CONTROLLER, truncateUTF8, type EventSeries, type EventsAPI, type EventsV1Event } from '../../src/k8s/events.js';
 import { ApiError } from '../../src/k8s/rest.js';
 
-/** The Events of one API server: 409 on a name taken, 404 on a patch of a missing Event, a note that cannot change. */
+/** The Events of one API server: 409 on a name taken, 404 on a patch of a missing Event. */
 class FakeEventsServer implements EventsAPI {
   readonly events = new Map<string, EventsV1Event>();
   creates = 0;
@@ -27,12 +27,13 @@ class FakeEventsServer implements EventsAPI {
     this.events.set(key, structuredClone(event));
   }
 
-  async patchEventSeries(namespace: string, name: string, series: EventSeries): Promise<void> {
+  async patchEventSeries(namespace: string, name: string, series: EventSeries, note: string): Promise<void> {
     await this.gate();
     this.patches++;
     const event = this.events.get(`${namespace}/${name}`);
     if (!event) throw new ApiError(404, { reason: 'NotFound' });
     event.series = { ...series };
+    event.note = note;
   }
 
   release(): void {
@@ -98,7 +99,7 @@ describe('EventRecorder', () => {
     assert.equal(server.of('uid-app').length, 1);
     const [stored] = server.of('uid-app');
     assert.deepEqual(stored?.series, { count: 10, lastObservedTime: '2025-01-01T00:00:09.000000Z' });
-    assert.equal(stored?.note, 'issued v-1', 'the note is the first occurrence');
+    assert.equal(stored?.note, 'issued v-10', 'the note is the latest occurrence');
     assert.equal(server.creates, 1);
     assert.equal(server.patches, 9);
   });
@@ -215,7 +216,7 @@ describe('EventRecorder', () => {
     assert.equal(server.of('uid-app')[0]?.series?.count, 2);
   });
 
-  it('redacts the note and keeps it within the API limit', async () => {
+  it('redacts the note and keeps it within the API limit, on create and on repeat', async () => {
     const { server, recorder } = setup();
     await recorder.record(credential('app'), 'Warning', 'IssueFailed', `connecting to postgres://root:hunter2@db:5432/x failed: ${'é'.repeat(2000)}`);
     const note = server.of('uid-app')[0]?.note ?? '';
@@ -223,6 +224,11 @@ describe('EventRecorder', () => {
     assert.match(note, /postgres:\/\/root:\*\*\*@db/);
     assert.ok(Buffer.byteLength(note) <= NOTE_MAX_BYTES);
     assert.ok(note.endsWith('…'));
+    // And so is the note a repeat patches in.
+    await recorder.record(credential('app'), 'Warning', 'IssueFailed', `retrying postgres://root:hunter3@db:5432/x: ${'x'.repeat(2000)}`);
+    const patched = server.of('uid-app')[0]?.note ?? '';
+    assert.match(patched, /^retrying postgres:\/\/root:\*\*\*@db/);
+    assert.ok(Buffer.byteLength(patched) <= NOTE_MAX_BYTES);
   });
 
   it('keeps the Event name a valid object name for a long object name', async () => {
