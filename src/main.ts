@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     client,
     logger,
     clock: realClock,
-    events: new EventRecorder(client, logger),
+    events: new EventRecorder(client, logger, { instance: settings.identity }),
     pools: new PoolRegistry(logger),
     informers,
     secretContents,

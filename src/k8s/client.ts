@@ -5,6 +5,7 @@ import type * as k8s from '@kubernetes/client-node';
 import { API_VERSION, KINDS, type AnyResource } from '../api/types.js';
 import { redactText } from '../logger.js';
 import { apiRequests } from '../metrics.js';
+import type { EventSeries, EventsV1Event } from './events.js';
 import { loadClusterAccess, type ClusterAccess } from './kubeconfig.js';
 import { ApiError, MERGE_PATCH, RestClient, STRATEGIC_MERGE_PATCH, type Query, type WatchHandler } from './rest.js';
 
@@ -188,9 +189,23 @@ export class KubeClient {
 
   // ---- Events, namespaces and workloads ----
 
-  async createEvent(namespace: string, event: k8s.CoreV1Event): Promise<void> {
+  async createEvent(namespace: string, event: EventsV1Event): Promise<void> {
     this.count('create');
-    await this.rest.request('POST', `/api/v1/namespaces/${namespace}/events`, { body: event });
+    await this.rest.request('POST', this.eventsPath(namespace), { body: event });
+  }
+
+  /**
+   * A repeat of an Event: its series and its latest note. Through core/v1, the same stored object: events.k8s.io/v1
+   * refuses any change of note (422), core/v1 keeps accepting one for the clients that always updated messages.
+   */
+  async patchEventSeries(namespace: string, name: string, series: EventSeries, note: string): Promise<void> {
+    this.count('patch');
+    const body = { series, message: note };
+    await this.rest.request('PATCH', `/api/v1/namespaces/${namespace}/events/${encodeURIComponent(name)}`, { body, contentType: MERGE_PATCH });
+  }
+
+  private eventsPath(namespace: string): string {
+    return `/apis/events.k8s.io/v1/namespaces/${namespace}/events`;
   }
 
   async getNamespace(name: string): Promise<k8s.V1Namespace | undefined> {

@@ -14,6 +14,8 @@ import pg from 'pg';
 import { setCondition } from '../../src/api/conditions.js';
 import { toRFC3339 } from '../../src/api/duration.js';
 import type { KubeClient } from '../../src/k8s/client.js';
+import type { EventsV1Event } from '../../src/k8s/events.js';
+import { microTime } from '../../src/k8s/leaderElection.js';
 import { API_VERSION, CREDENTIAL_FINALIZER, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION, type DatabaseCredential, type HeldRole } from '../../src/api/types.js';
 import { poolConfig, type ConnectionSettings } from '../../src/postgres/pool.js';
 import { RoleAdmin } from '../../src/postgres/roleAdmin.js';
@@ -268,23 +270,25 @@ export class Floor {
     });
     o.onReady(name, Date.now());
 
-    // The Event, best effort and not awaited, like the operator's EventRecorder.
+    // The Event, best effort and not awaited, like the operator's EventRecorder (a first occurrence: a create).
     this.count('create');
-    const ts = new Date();
-    const event: k8s.CoreV1Event = {
+    const event: EventsV1Event = {
+      apiVersion: 'events.k8s.io/v1',
+      kind: 'Event',
       metadata: { name: `${name}.${randomBytes(8).toString('hex')}`, namespace: ns },
-      involvedObject: { apiVersion: API_VERSION, kind: 'DatabaseCredential', name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
-      type: 'Normal',
-      reason: 'Issued',
-      message: `issued ${username}, valid until ${toRFC3339(expiresAt)}`,
-      source: { component: 'dbcred-bench-floor' },
-      reportingComponent: 'dbcred-bench-floor',
+      eventTime: microTime(Date.now()),
+      reportingController: 'dbcred.dev/bench-floor',
       reportingInstance: 'dbcred-bench-floor',
-      firstTimestamp: ts,
-      lastTimestamp: ts,
-      count: 1,
+      action: 'Reconcile',
+      reason: 'Issued',
+      type: 'Normal',
+      note: `issued ${username}, valid until ${toRFC3339(expiresAt)}`,
+      regarding: { apiVersion: API_VERSION, kind: 'DatabaseCredential', name, namespace: ns, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
     };
-    void (this.client ? this.client.createEvent(ns, event) : this.core.createNamespacedEvent({ namespace: ns, body: event })).catch(() => undefined);
+    const created = this.client
+      ? this.client.createEvent(ns, event)
+      : this.custom.createNamespacedCustomObject({ group: 'events.k8s.io', version: 'v1', namespace: ns, plural: 'events', body: event });
+    void created.catch(() => undefined);
     return username;
   }
 

@@ -350,7 +350,7 @@ describe('dynamic credentials', function () {
 
     // Nor in Events, nor in PostgreSQL's own log (the test server runs with log_statement=all).
     const events = await env.kubectl(['get', 'events', '-A', '-o', 'json']);
-    assert.match(events, /dbcred-operator/, 'the operator recorded events');
+    assert.match(events, /dbcred\.dev\/operator/, 'the operator recorded events');
     const pgLog = readFileSync(env.postgres.logFile, 'utf8');
     assert.match(pgLog, /CREATE TABLE IF NOT EXISTS public.items/, 'the server log records statements');
     for (const pw of passwordsSeen) {

@@ -129,12 +129,16 @@ describe('namespaced install: WATCH_NAMESPACES and RoleBindings only there (issu
     assert.equal(await canI('patch', 'databasecredentials.dbcred.dev', '-n', outside), false);
     assert.equal(await canI('list', 'databasecredentials.dbcred.dev', '--all-namespaces'), false);
     assert.equal(await canI('create', 'events', '-n', outside), false);
+    assert.equal(await canI('create', 'events.events.k8s.io', '-n', outside), false);
     assert.equal(await canI('patch', 'deployments.apps', '-n', outside), false);
     assert.equal(await canI('list', 'namespaces'), false);
     // ... and what it needs where it works.
     for (const ns of [platform, team]) {
       assert.equal(await canI('list', 'secrets', '-n', ns), true, `list secrets in ${ns}`);
       assert.equal(await canI('patch', 'databasecredentials.dbcred.dev/status', '-n', ns), true);
+      // Events: created through events.k8s.io, a repeat patched through core/v1 (events.ts).
+      assert.equal(await canI('create', 'events.events.k8s.io', '-n', ns), true);
+      assert.equal(await canI('patch', 'events', '-n', ns), true);
     }
     // A real request with its token, not only the authorizer's answer.
     await assert.rejects(asOperator(['-n', outside, 'get', 'secrets']), /forbidden/i);
