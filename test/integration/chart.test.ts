@@ -109,6 +109,7 @@ const COMBINATIONS: Combination[] = [
       }
       const dep = deploymentOf(docs);
       assert.equal(dep.spec?.replicas, 1);
+      assert.equal(dep.spec?.strategy, undefined, "Kubernetes' default rolling update");
       const c = containerOf(docs);
       assert.equal(c.image, 'dbcred-operator:0.1.0', 'the tag defaults to the appVersion');
       assert.equal(c.imagePullPolicy, 'IfNotPresent');
@@ -185,6 +186,7 @@ const COMBINATIONS: Combination[] = [
       assert.equal(envOf(c).HEALTH_REUSE_PORT, 'true');
       assert.equal(envOf(c).HEALTH_PORT, '18181');
       assert.equal(c.readinessProbe?.httpGet?.port, 18181);
+      assert.equal(deploymentOf(docs).spec?.strategy, undefined, 'a surge pod can bind the shared port');
       assert.equal(c.livenessProbe?.httpGet?.port, 18181);
     },
   },
@@ -417,6 +419,9 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
       this.timeout(400_000);
       const [before] = await operatorPods();
       assert.ok(before);
+      // hostNetwork without healthReusePort: the health port is a hostPort, so the old pod must go first.
+      const strategy = (await env.apps.readNamespacedDeployment({ namespace: installNs, name: fullname })).spec?.strategy;
+      assert.equal(strategy?.rollingUpdate?.maxSurge, 0);
       const oldReplicaSet = before.metadata?.ownerReferences?.[0]?.name;
       try {
         await helm(['upgrade', release, CHART_DIR, '-n', installNs, '--reuse-values', '--set', 'logLevel=debug', '--set', 'workers=4', '--wait', '--timeout', '180s']);
@@ -454,8 +459,12 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
       installed = false;
       const byRelease = `app.kubernetes.io/instance=${release}`;
       const types = (await env.kubectl(['api-resources', '--verbs=list', '--namespaced', '-o', 'name'])).trim().split('\n').filter((t) => !/^events(\.events\.k8s\.io)?$/.test(t));
+      // Only kind/name lines: kubectl's stderr (here with stdout) warns that v1 Endpoints are deprecated.
       const leftIn = async (namespace: string, selector?: string): Promise<string[]> =>
-        (await env.kubectl(['-n', namespace, 'get', types.join(','), ...(selector ? ['-l', selector] : []), '-o', 'name', '--ignore-not-found'])).trim().split('\n').filter(Boolean).sort();
+        (await env.kubectl(['-n', namespace, 'get', types.join(','), ...(selector ? ['-l', selector] : []), '-o', 'name', '--ignore-not-found']))
+          .split('\n')
+          .filter((l) => /^[a-z0-9.-]+\/\S+$/.test(l))
+          .sort();
       await waitFor('the release pods to be gone', async () => (await leftIn(installNs, byRelease)).length === 0, { timeoutMs: 90_000, intervalMs: 500 });
       assert.deepEqual(await leftIn(ns, byRelease), [], 'no RoleBinding left in the watched namespace');
       assert.deepEqual((await env.kubectl(['get', 'clusterroles,clusterrolebindings', '-l', byRelease, '-o', 'name'])).trim(), '', 'no cluster-scoped RBAC left');
