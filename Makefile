@@ -19,7 +19,7 @@ endif
 export PATH := $(NODE_DIR):$(PATH)
 
 .PHONY: help deps build control-plane prereqs test unit run env-up env-down bench chaos clean \
-        kind-up kind-test kind-down
+        kind-up kind-test kind-down chart-sync
 
 help:
 	@echo "make run    - set up, start the local control plane + PostgreSQL, install CRDs, run the operator on an example"
@@ -43,10 +43,16 @@ build: deps
 	npx tsc -p tsconfig.json
 
 # Built once from the Go module proxy into ~/.cache/dbcred-operator (DBCRED_CACHE_DIR overrides); skipped if cached.
+# helm and the prometheus-operator CRDs are for the chart tests' client side: needed with an existing cluster too.
 control-plane:
 ifneq ($(USE_EXISTING_CLUSTER),true)
 	@bash test/cluster/build.sh >/dev/null
 endif
+	@bash test/cluster/build-helm.sh >/dev/null
+
+# The chart's copies of crds/, deploy/monitoring/alerts.yaml and package.json's version (the unit tests check them).
+chart-sync:
+	@bash scripts/chart-sync.sh
 
 test: build control-plane
 	@USE_EXISTING_CLUSTER=$(USE_EXISTING_CLUSTER) bash scripts/test.sh

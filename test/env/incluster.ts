@@ -91,8 +91,8 @@ export async function installOperator(o: InClusterOptions, rolloutTimeout = '180
 }
 
 /** What a failed rollout needs explained: the pods, their events, and the tail of each container's log. */
-export async function diagnostics(kubectl: Kubectl): Promise<string> {
-  const ns = ['-n', OPERATOR_NAMESPACE];
+export async function diagnostics(kubectl: Kubectl, namespace = OPERATOR_NAMESPACE): Promise<string> {
+  const ns = ['-n', namespace];
   const out: string[] = [];
   const step = async (title: string, args: string[]) => {
     out.push(`--- ${title}`, (await kubectl(args).catch((e: unknown) => (e instanceof Error ? e.message : String(e)))).trim());
