@@ -114,23 +114,30 @@ export const credentialsByState = new client.Gauge({
   },
 });
 
-export const revocationsOverdue = new client.Gauge({
-  name: 'dbcred_revocations_overdue',
-  help: 'PostgreSQL roles held past the time they were due for revocation (credential deleted, lease ended or grace period over) by more than a minute; counted by the leader, 0 on a standby.',
-  registers: [registry],
-  collect() {
-    this.set(currentHealth()?.revocationsOverdue ?? 0);
-  },
-});
+/** An unlabelled gauge read from the credentials' health at scrape time (0 on a standby). */
+function healthGauge(name: string, help: string, read: (h: CredentialHealth) => number): client.Gauge {
+  return new client.Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      const health = currentHealth();
+      this.set(health ? read(health) : 0);
+    },
+  });
+}
 
-export const renewalsOverdue = new client.Gauge({
-  name: 'dbcred_leases_renewal_overdue',
-  help: 'Credentials with rotation whose lease was not renewed well after status.renewAt (a quarter of the time left to expiresAt, at least 30 s); counted by the leader, 0 on a standby.',
-  registers: [registry],
-  collect() {
-    this.set(currentHealth()?.renewalsOverdue ?? 0);
-  },
-});
+export const revocationsOverdue = healthGauge(
+  'dbcred_revocations_overdue',
+  'PostgreSQL roles held past the time they were due for revocation (credential deleted, lease ended or grace period over) by more than a minute; counted by the leader, 0 on a standby.',
+  (h) => h.revocationsOverdue,
+);
+
+export const renewalsOverdue = healthGauge(
+  'dbcred_leases_renewal_overdue',
+  'Credentials with rotation whose lease was not renewed well after status.renewAt (a quarter of the time left to expiresAt, at least 30 s); counted by the leader, 0 on a standby.',
+  (h) => h.renewalsOverdue,
+);
 
 /**
  * Roles the last orphan sweep found with an operator marker it cannot prove is this installation's and that no
