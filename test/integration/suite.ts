@@ -18,7 +18,7 @@ export interface OperatorSuite {
  */
 export function operatorSuite(
   prefix: string,
-  extraEnv: Record<string, string> | (() => Promise<Record<string, string>>),
+  extraEnv: Record<string, string> | ((ns: string) => Promise<Record<string, string>>),
   ready: (suite: OperatorSuite) => void,
 ): void {
   let suite: OperatorSuite | undefined;
@@ -26,7 +26,7 @@ export function operatorSuite(
     this.timeout(600_000);
     const env = await testEnv();
     const ns = await createNamespace(env, prefix);
-    const operator = new OperatorProcess(env, typeof extraEnv === 'function' ? await extraEnv() : extraEnv);
+    const operator = new OperatorProcess(env, typeof extraEnv === 'function' ? await extraEnv(ns) : extraEnv);
     suite = { env, ns, operator };
     operator.start();
     await operator.waitReady();
