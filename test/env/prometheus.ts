@@ -40,8 +40,11 @@ export class PrometheusServer {
   private process: ManagedProcess | undefined;
   private port = 0;
 
-  /** targets: host:port of /metrics endpoints (job "dbcred-operator"); ruleFiles: rule file contents by name. */
-  constructor(private readonly opts: { targets: string[]; ruleFiles?: Record<string, string> }) {
+  /**
+   * targets: host:port of /metrics endpoints (job "dbcred-operator"); scrapeConfigs: more scrape configs as they are
+   * (e.g. Kubernetes service discovery); ruleFiles: rule file contents by name.
+   */
+  constructor(private readonly opts: { targets?: string[]; scrapeConfigs?: object[]; ruleFiles?: Record<string, string> }) {
     removeOnExit(this.dir);
   }
 
@@ -62,7 +65,10 @@ export class PrometheusServer {
     const config = {
       global: { scrape_interval: '1s', scrape_timeout: '900ms', evaluation_interval: '1s' },
       rule_files: ruleFiles,
-      scrape_configs: [{ job_name: 'dbcred-operator', static_configs: [{ targets: this.opts.targets }] }],
+      scrape_configs: [
+        ...(this.opts.targets ? [{ job_name: 'dbcred-operator', static_configs: [{ targets: this.opts.targets }] }] : []),
+        ...(this.opts.scrapeConfigs ?? []),
+      ],
     };
     writeFileSync(path.join(this.dir, 'prometheus.yml'), yaml.dump(config));
     await runCommand(PROMTOOL, ['check', 'config', path.join(this.dir, 'prometheus.yml')]);
@@ -112,10 +118,16 @@ export class PrometheusServer {
     return (await this.alerts()).filter((a) => a.labels.alertname === name && a.state === 'firing');
   }
 
-  /** Whether every target is up (scraped successfully on the last attempt). */
+  /** Whether every static target is up (scraped successfully on the last attempt). */
   async targetsUp(): Promise<boolean> {
-    const up = await this.query('up');
-    return up.length === this.opts.targets.length && up.every((s) => s.value[1] === '1');
+    const up = await this.query('up{job="dbcred-operator"}');
+    return up.length === (this.opts.targets?.length ?? 0) && up.every((s) => s.value[1] === '1');
+  }
+
+  /** The rules Prometheus loaded, with their state and health (an expression that fails to evaluate is not "ok"). */
+  async rules(): Promise<{ name: string; state?: string; health: string; lastError?: string; lastEvaluation: string }[]> {
+    const data = await this.api<{ groups: { rules: { name: string; state?: string; health: string; lastError?: string; lastEvaluation: string }[] }[] }>('/api/v1/rules');
+    return data.groups.flatMap((g) => g.rules);
   }
 }
 

@@ -3,7 +3,7 @@
 // real CRDs for the ServiceMonitor and PrometheusRule; the same RBAC as the kustomize installs; and, where the
 // environment has a node, a real helm install → issue → upgrade (a new ReplicaSet) → issue → uninstall.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import yaml from 'js-yaml';
@@ -15,6 +15,7 @@ import { REPO_ROOT } from '../env/controlplane.js';
 import { CHART_DIR, chartTools, runHelm } from '../env/helm.js';
 import { buildImages } from '../env/images.js';
 import { diagnostics, splitImage } from '../env/incluster.js';
+import { PrometheusServer, compressRuleTimes, prometheusMissing } from '../env/prometheus.js';
 import { freePort, removeOnExit } from '../env/processes.js';
 import {
   createNamespace,
@@ -53,6 +54,48 @@ function valuesFile(name: string, values: object): string {
   const file = path.join(valuesDir, `${name}.json`);
   writeFileSync(file, JSON.stringify(values, null, 2));
   return file;
+}
+
+/** What a ServiceMonitor scrapes: the pods its Service selects, on the port the Service targets, at its path. */
+interface MonitoredService {
+  service: string;
+  namespaces: string[];
+  selector: Record<string, string>;
+  targetPort: number;
+  path: string;
+}
+
+/** The Service the rendered ServiceMonitor selects, and the pods' port behind the endpoint port it names. */
+function monitoredService(monitor: Obj, docs: Obj[]): MonitoredService {
+  const spec = monitor.spec as { selector: { matchLabels: Record<string, string> }; namespaceSelector: { matchNames: string[] }; endpoints: { port: string; path: string }[] };
+  const services = ofKind(docs, 'Service').filter((svc) =>
+    spec.namespaceSelector.matchNames.includes(svc.metadata.namespace ?? '') && Object.entries(spec.selector.matchLabels).every(([k, v]) => svc.metadata.labels?.[k] === v));
+  assert.equal(services.length, 1, 'the ServiceMonitor selects exactly one Service of the release');
+  const service = services[0] as Obj & { spec: { selector: Record<string, string>; ports: { name: string; targetPort: number | string }[] } };
+  const [endpoint] = spec.endpoints;
+  const port = service.spec.ports.find((p) => p.name === endpoint?.port);
+  assert.ok(endpoint && port, `the Service has the port the ServiceMonitor names (${endpoint?.port})`);
+  assert.equal(typeof port.targetPort, 'number', 'the chart targets the health port by number');
+  return { service: service.metadata.name, namespaces: spec.namespaceSelector.matchNames, selector: service.spec.selector, targetPort: Number(port.targetPort), path: endpoint.path };
+}
+
+/**
+ * The targets prometheus-operator's endpoints discovery would give for that Service, in file_sd form, with the labels
+ * it sets (namespace, pod, service, job): its Ready pods on the target port. Debian's Prometheus is built without
+ * Kubernetes service discovery, and the local node's pods have the loopback address, which Endpoints refuse; so the
+ * test lists what the Endpoints would hold and Prometheus reads it from a file.
+ */
+async function discoverTargets(env: TestEnv, m: MonitoredService): Promise<object[]> {
+  const selector = Object.entries(m.selector).map(([k, v]) => `${k}=${v}`).join(',');
+  const groups: object[] = [];
+  for (const namespace of m.namespaces) {
+    for (const pod of (await env.core.listNamespacedPod({ namespace, labelSelector: selector })).items) {
+      const ready = pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+      if (!ready || pod.metadata?.deletionTimestamp || !pod.status?.podIP) continue;
+      groups.push({ targets: [`${pod.status.podIP}:${m.targetPort}`], labels: { namespace, pod: pod.metadata?.name ?? '', service: m.service, job: m.service } });
+    }
+  }
+  return groups;
 }
 
 function parseDocs(text: string): Obj[] {
@@ -352,6 +395,7 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
     let ns = '';
     let installNs = '';
     let installed = false;
+    let installValues: Record<string, unknown> = {};
     const helm = (args: string[]): Promise<string> => runHelm(args, { kubeconfig: env.kubeconfigPath });
 
     before(async function () {
@@ -376,6 +420,7 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
         watchNamespaces: [ns],
         clusterId,
       };
+      installValues = values;
       installed = true;
       try {
         await helm(['install', release, CHART_DIR, '-n', installNs, '--create-namespace', '-f', valuesFile(release, values), '--wait', '--timeout', '180s']);
@@ -449,6 +494,72 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
       const history = JSON.parse(await helm(['history', release, '-n', installNs, '-o', 'json'])) as Array<{ revision: number; status: string }>;
       assert.deepEqual(history.map((h) => [h.revision, h.status]), [[1, 'superseded'], [2, 'deployed']]);
       await issues('after-upgrade');
+    });
+
+    it('is scraped by a real Prometheus as its ServiceMonitor says; its PrometheusRule evaluates there, and DbcredNoLeader fires at 0 replicas', async function () {
+      this.timeout(300_000);
+      if (prometheusMissing()) this.skip();
+      const docs = parseDocs(await template(release, installNs, { ...installValues, serviceMonitor: { enabled: true }, prometheusRule: { enabled: true } }));
+      const [monitor] = ofKind(docs, 'ServiceMonitor');
+      const [rule] = ofKind(docs, 'PrometheusRule');
+      assert.ok(monitor && rule);
+      const groups = (rule.spec as { groups: { rules: { alert: string }[] }[] }).groups;
+      const monitored = monitoredService(monitor, docs);
+      const targetsFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'dbcred-chart-sd-')), 'targets.json');
+      removeOnExit(path.dirname(targetsFile));
+      const discover = async () => {
+        writeFileSync(`${targetsFile}.tmp`, JSON.stringify(await discoverTargets(env, monitored)));
+        renameSync(`${targetsFile}.tmp`, targetsFile); // whole, never half written
+      };
+      await discover();
+      let discovering = true;
+      const discovery = (async () => {
+        while (discovering) {
+          await new Promise((r) => setTimeout(r, 1_000));
+          await discover().catch(() => undefined);
+        }
+      })();
+      // The shipped durations divided by 30, as in monitoring.test.ts: a test cannot wait minutes.
+      const prometheus = new PrometheusServer({
+        scrapeConfigs: [{ job_name: `serviceMonitor/${installNs}/${monitor.metadata.name}/0`, metrics_path: monitored.path, file_sd_configs: [{ files: [targetsFile], refresh_interval: '1s' }] }],
+        ruleFiles: { 'prometheusrule.yaml': compressRuleTimes(yaml.dump({ groups }), 30) },
+      });
+      try {
+        await prometheus.start();
+        await waitFor('Prometheus to discover and scrape the operator pod', async () => {
+          const up = await prometheus.query(`up{namespace="${installNs}"}`);
+          return up.length === 1 && up[0]?.value[1] === '1';
+        }, { timeoutMs: 60_000, intervalMs: 500 });
+        const [leader] = await prometheus.query(`dbcred_leader{namespace="${installNs}"}`);
+        assert.equal(leader?.value[1], '1', 'the pod leads');
+        assert.match(leader?.metric.pod ?? '', new RegExp(`^${fullname}-`), 'labelled with its pod');
+        assert.equal(leader?.metric.service, `${fullname}-metrics`);
+        const [ready] = await prometheus.query(`dbcred_credentials{namespace="${installNs}",state="ready"}`);
+        assert.ok(Number(ready?.value[1]) >= 1, 'the credential issued after the upgrade is counted Ready');
+
+        const shipped = groups.flatMap((g) => g.rules.map((r) => r.alert)).sort();
+        // Rules evaluated before the first scrape saw no dbcred_leader at all (absent: DbcredNoLeader, whose `for` is
+        // 4 s here): judge them only on evaluations that came after samples were there.
+        const scrapedAt = Date.now();
+        await waitFor('every rule of the PrometheusRule evaluated without error since the first scrape', async () => {
+          const rules = await prometheus.rules();
+          return rules.length === shipped.length && rules.every((r) => r.health === 'ok' && Date.parse(r.lastEvaluation) > scrapedAt + 1_000);
+        }, { timeoutMs: 30_000, intervalMs: 500 });
+        assert.deepEqual((await prometheus.rules()).map((r) => r.name).sort(), shipped);
+        const firing = (await prometheus.alerts()).filter((a) => a.state === 'firing');
+        assert.deepEqual(firing.map((a) => a.labels.alertname), [], `nothing fires on a working install: ${JSON.stringify(firing)}`);
+
+        await env.kubectl(['-n', installNs, 'scale', `deployment/${fullname}`, '--replicas=0']);
+        await waitFor('DbcredNoLeader to fire with no replica', async () => (await prometheus.firing('DbcredNoLeader')).length > 0, { timeoutMs: 90_000, intervalMs: 500 });
+        await env.kubectl(['-n', installNs, 'scale', `deployment/${fullname}`, '--replicas=1']);
+        await waitFor('DbcredNoLeader to resolve once the new pod leads', async () => !(await prometheus.alerts()).some((a) => a.labels.alertname === 'DbcredNoLeader'), { timeoutMs: 120_000, intervalMs: 500 });
+        const [back] = await prometheus.query(`sum(dbcred_leader{namespace="${installNs}"})`);
+        assert.equal(back?.value[1], '1');
+      } finally {
+        discovering = false;
+        await discovery;
+        await prometheus.stop();
+      }
     });
 
     it('revokes on delete while installed; leaves no object of the release after helm uninstall (CRDs stay)', async function () {
