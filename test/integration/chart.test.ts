@@ -196,7 +196,11 @@ const COMBINATIONS: Combination[] = [
   },
   {
     name: 'monitoring',
-    values: () => ({ serviceMonitor: { enabled: true, interval: '15s', additionalLabels: { release: 'kube-prometheus' } }, prometheusRule: { enabled: true, additionalLabels: { role: 'alert-rules' } } }),
+    values: () => ({
+      serviceMonitor: { enabled: true, interval: '15s', additionalLabels: { release: 'kube-prometheus' } },
+      prometheusRule: { enabled: true, additionalLabels: { role: 'alert-rules' } },
+      grafanaDashboard: { enabled: true },
+    }),
     check: (docs, { release, namespace }) => {
       const full = `${release}-dbcred-operator`;
       const sm = named(docs, 'ServiceMonitor', full) as Obj & { spec: { selector: { matchLabels: Record<string, string> }; endpoints: object[]; namespaceSelector: object } };
@@ -215,6 +219,11 @@ const COMBINATIONS: Combination[] = [
       for (const t of ['{{ $labels.namespace }}', '{{ $value }}', '{{ $labels.controller }}', '{{ $value | humanizePercentage }}']) {
         assert.ok(annotations.includes(t), `the rendered rule keeps ${t}`);
       }
+      const dashboard = named(docs, 'ConfigMap', `${full}-dashboard`) as Obj & { data: Record<string, string> };
+      assert.ok(dashboard, 'the Grafana dashboard ConfigMap');
+      assert.equal(dashboard.metadata.labels?.grafana_dashboard, '1', "the label Grafana's sidecar looks for");
+      assert.equal(dashboard.metadata.namespace, namespace);
+      assert.deepEqual(JSON.parse(dashboard.data['dbcred-operator.json'] ?? ''), JSON.parse(readFileSync(path.join(REPO_ROOT, 'deploy', 'monitoring', 'dashboard.json'), 'utf8')), 'deploy/monitoring/dashboard.json, unchanged by Helm');
     },
   },
   {

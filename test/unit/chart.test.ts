@@ -63,6 +63,13 @@ describe('the Helm chart (deploy/chart): copies and schema', () => {
     );
   });
 
+  it('ships deploy/monitoring/dashboard.json byte for byte as files/dashboard.json', () => {
+    assert.ok(
+      read(CHART_DIR, 'files', 'dashboard.json').equals(read(REPO_ROOT, 'deploy', 'monitoring', 'dashboard.json')),
+      'deploy/chart/files/dashboard.json differs from deploy/monitoring/dashboard.json: run make chart-sync',
+    );
+  });
+
   it("has package.json's version as appVersion", () => {
     const pkg = JSON.parse(read(REPO_ROOT, 'package.json').toString()) as { version: string };
     const chart = yaml.load(read(CHART_DIR, 'Chart.yaml').toString()) as { appVersion: string; apiVersion: string; name: string };
