@@ -21,7 +21,15 @@ import { operatorSuite } from './suite.js';
 
 const MONITORING = path.join(REPO_ROOT, 'deploy', 'monitoring');
 const FACTOR = 30;
-const ALERTS = ['DbcredRevocationFailing', 'DbcredCredentialsNotReady', 'DbcredLeaseRenewalOverdue', 'DbcredOrphanRolesRevoked', 'DbcredNoLeader', 'DbcredReconcileErrors'];
+const ALERTS = [
+  'DbcredRevocationFailing',
+  'DbcredCredentialsNotReady',
+  'DbcredLeaseRenewalOverdue',
+  'DbcredOrphanRolesRevoked',
+  'DbcredUnprovenRoleMarkers',
+  'DbcredNoLeader',
+  'DbcredReconcileErrors',
+];
 
 function compressedRules(): string {
   return compressRuleTimes(readFileSync(path.join(MONITORING, 'alerts.yaml'), 'utf8'), FACTOR);
@@ -49,7 +57,7 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
   });
 
   it('promtool: the rules are valid and their unit tests pass (deploy/monitoring/alerts.test.yaml)', async () => {
-    assert.match(await promtool(['check', 'rules', 'alerts.yaml'], MONITORING), /SUCCESS: 6 rules found/);
+    assert.match(await promtool(['check', 'rules', 'alerts.yaml'], MONITORING), /SUCCESS: 7 rules found/);
     assert.match(await promtool(['test', 'rules', 'alerts.test.yaml'], MONITORING), /SUCCESS/);
     const rules = (await promtool(['check', 'rules', 'alerts.yaml'], MONITORING)) && readFileSync(path.join(MONITORING, 'alerts.yaml'), 'utf8');
     for (const name of ALERTS) assert.match(rules, new RegExp(`alert: ${name}$`, 'm'), `${name} is shipped`);
@@ -172,6 +180,21 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
       await waitFor('the sweep to revoke the orphan', async () => !(await roleExists(server.connection, orphan)), { timeoutMs: 60_000, intervalMs: 500 });
       await waitFiring('DbcredOrphanRolesRevoked', 30_000);
       await waitResolved('DbcredOrphanRolesRevoked', 90_000);
+    });
+
+    it('a role with an old-format marker the sweep cannot prove is ours: DbcredUnprovenRoleMarkers fires until a DBA drops it', async () => {
+      const legacy = `v-alerts-legacy-${Date.now()}`;
+      const marker = `dbcred:${JSON.stringify({ namespace: ns, name: 'gone', uid: '00000000-0000-0000-0000-000000000000' })}`;
+      await q(`CREATE ROLE ${pg.escapeIdentifier(legacy)} LOGIN; COMMENT ON ROLE ${pg.escapeIdentifier(legacy)} IS ${pg.escapeLiteral(marker)}`);
+      try {
+        await waitFiring('DbcredUnprovenRoleMarkers', 60_000);
+        const [alert] = await prometheus.firing('DbcredUnprovenRoleMarkers');
+        assert.equal(Number(alert?.value), 1, 'one unproven role');
+        assert.equal(await roleExists(server.connection, legacy), true, 'never swept: no proof whose it is');
+      } finally {
+        await q(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(legacy)}`);
+      }
+      await waitResolved('DbcredUnprovenRoleMarkers', 60_000);
     });
 
     it('a replica that is up but cannot take the Lease fires DbcredNoLeader; it resolves once it leads', async () => {
