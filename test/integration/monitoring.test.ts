@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import type { DatabaseRole } from '../../src/api/types.js';
+import type { DatabaseCredential, DatabaseRole } from '../../src/api/types.js';
 import { REPO_ROOT } from '../env/controlplane.js';
 import { PostgresServer } from '../env/postgres.js';
 import { PrometheusServer, compressRuleTimes, prometheusMissing, promtool } from '../env/prometheus.js';
@@ -182,7 +182,7 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
       await waitResolved('DbcredOrphanRolesRevoked', 90_000);
     });
 
-    it('a role with an old-format marker the sweep cannot prove is ours: DbcredUnprovenRoleMarkers fires until a DBA drops it', async () => {
+    it('a role with an old-format marker the sweep cannot prove is ours, or a refused revocation: DbcredUnprovenRoleMarkers fires', async () => {
       const legacy = `v-alerts-legacy-${Date.now()}`;
       const marker = `dbcred:${JSON.stringify({ namespace: ns, name: 'gone', uid: '00000000-0000-0000-0000-000000000000' })}`;
       await q(`CREATE ROLE ${pg.escapeIdentifier(legacy)} LOGIN; COMMENT ON ROLE ${pg.escapeIdentifier(legacy)} IS ${pg.escapeLiteral(marker)}`);
@@ -195,6 +195,27 @@ describe('monitoring: alerts (promtool, a real Prometheus scraping the operator)
         await q(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(legacy)}`);
       }
       await waitResolved('DbcredUnprovenRoleMarkers', 60_000);
+
+      // The other branch: a credential whose status names a role that is not its own (an unmarked bystander) as
+      // due for revocation. The operator refuses and forgets it; the alert stays for the hour of its window (here 2
+      // minutes, not waited for: the orphan case above shows a window ending).
+      const bystander = `v-alerts-bystander-${Date.now()}`;
+      await q(`CREATE ROLE ${pg.escapeIdentifier(bystander)} LOGIN`);
+      try {
+        await apply(env, ns, [credentialObject('holder', { roleRef: { name: 'reader2' }, ttl: '1h' })]);
+        const cred = await waitForCondition<DatabaseCredential>(env, 'databasecredentials', ns, 'holder', 'Ready', 'True');
+        const past = new Date(Date.now() - 5_000).toISOString().replace(/\.\d+Z$/, 'Z');
+        const retiring = { username: bystander, state: 'retiring', config: `${ns}/pg2`, role: `${ns}/reader2`, issuedAt: past, expiresAt: past, revokeAfter: past };
+        await env.kubectl(['-n', ns, 'patch', 'databasecredential', 'holder', '--subresource=status', '--type=merge', '-p',
+          JSON.stringify({ status: { roles: [...(cred.status?.roles ?? []), retiring] } })]);
+        await env.kubectl(['-n', ns, 'annotate', '--overwrite', 'databasecredential', 'holder', 'test.dbcred.dev/poke=1']);
+        await waitFiring('DbcredUnprovenRoleMarkers', 60_000);
+        assert.equal(await roleExists(server.connection, bystander), true, 'the bystander is untouched');
+        const [refused] = await prometheus.query('sum(dbcred_credential_events_total{event="revocation_refused"})');
+        assert.equal(Number(refused?.value[1]), 1);
+      } finally {
+        await q(`DROP ROLE IF EXISTS ${pg.escapeIdentifier(bystander)}`);
+      }
     });
 
     it('a replica that is up but cannot take the Lease fires DbcredNoLeader; it resolves once it leads', async () => {
