@@ -191,7 +191,7 @@ export class KubeClient {
 
   async createEvent(namespace: string, event: EventsV1Event): Promise<void> {
     this.count('create');
-    await this.rest.request('POST', this.eventsPath(namespace), { body: event });
+    await this.rest.request('POST', `/apis/events.k8s.io/v1/namespaces/${namespace}/events`, { body: event });
   }
 
   /**
@@ -202,10 +202,6 @@ export class KubeClient {
     this.count('patch');
     const body = { series, message: note };
     await this.rest.request('PATCH', `/api/v1/namespaces/${namespace}/events/${encodeURIComponent(name)}`, { body, contentType: MERGE_PATCH });
-  }
-
-  private eventsPath(namespace: string): string {
-    return `/apis/events.k8s.io/v1/namespaces/${namespace}/events`;
   }
 
   async getNamespace(name: string): Promise<k8s.V1Namespace | undefined> {

@@ -118,6 +118,16 @@ export class PrometheusServer {
     return (await this.alerts()).filter((a) => a.labels.alertname === name && a.state === 'firing');
   }
 
+  /** Waits until the alert fires (pending does not count). */
+  async waitFiring(name: string, timeoutMs: number): Promise<void> {
+    await waitFor(`${name} to fire`, async () => (await this.firing(name)).length > 0, { timeoutMs, intervalMs: 500 });
+  }
+
+  /** Waits until the alert is neither pending nor firing. */
+  async waitResolved(name: string, timeoutMs: number): Promise<void> {
+    await waitFor(`${name} to resolve`, async () => !(await this.alerts()).some((a) => a.labels.alertname === name), { timeoutMs, intervalMs: 500 });
+  }
+
   /** Whether every static target is up (scraped successfully on the last attempt). */
   async targetsUp(): Promise<boolean> {
     const up = await this.query('up{job="dbcred-operator"}');

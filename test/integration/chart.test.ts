@@ -559,9 +559,9 @@ describe('the Helm chart (deploy/chart, issue 11)', function () {
         assert.deepEqual(firing.map((a) => a.labels.alertname), [], `nothing fires on a working install: ${JSON.stringify(firing)}`);
 
         await env.kubectl(['-n', installNs, 'scale', `deployment/${fullname}`, '--replicas=0']);
-        await waitFor('DbcredNoLeader to fire with no replica', async () => (await prometheus.firing('DbcredNoLeader')).length > 0, { timeoutMs: 90_000, intervalMs: 500 });
+        await prometheus.waitFiring('DbcredNoLeader', 90_000);
         await env.kubectl(['-n', installNs, 'scale', `deployment/${fullname}`, '--replicas=1']);
-        await waitFor('DbcredNoLeader to resolve once the new pod leads', async () => !(await prometheus.alerts()).some((a) => a.labels.alertname === 'DbcredNoLeader'), { timeoutMs: 120_000, intervalMs: 500 });
+        await prometheus.waitResolved('DbcredNoLeader', 120_000);
         const [back] = await prometheus.query(`sum(dbcred_leader{namespace="${installNs}"})`);
         assert.equal(back?.value[1], '1');
       } finally {

@@ -4,17 +4,20 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { observeCredentials, observeQueue, registry } from '../../src/metrics.js';
+import { API_VERBS, CREDENTIAL_EVENTS, RECONCILE_RESULTS, observeCredentials, observeQueue, registry } from '../../src/metrics.js';
+import { CREDENTIAL_STATES } from '../../src/credentialHealth.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+/** One of a fixed list of values. */
+const oneOf = (values: readonly string[]) => new RegExp(`^(${values.join('|')})$`);
 /** Every label the operator's own metrics may have, with all the values it may take. */
 const BOUNDED_LABELS: Record<string, RegExp> = {
-  verb: /^(get|list|watch|create|update|patch|delete)$/,
-  controller: /^(databaseconfig|databaserole|databasecredential)$/,
-  result: /^(success|requeue|error|terminal)$/,
-  event: /^[a-z_]+$/,
-  kind: /^(issued|rotated)$/,
-  state: /^(ready|not_ready|expired|deleting)$/,
+  verb: oneOf(API_VERBS),
+  controller: oneOf(['databaseconfig', 'databaserole', 'databasecredential']),
+  result: oneOf(RECONCILE_RESULTS),
+  event: oneOf(CREDENTIAL_EVENTS),
+  kind: oneOf(['issued', 'rotated']),
+  state: oneOf(CREDENTIAL_STATES),
   le: /^([0-9.]+|\+Inf)$/,
 };
 
